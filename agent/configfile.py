@@ -1,0 +1,194 @@
+"""Typed TOML configuration shared by the agent and the collector.
+
+A program's configuration is a frozen dataclass whose fields are sections, each
+itself a frozen dataclass with a default for every key, so that a program runs
+with no file at all. `load` reads a TOML file into it and reports every unknown
+key, wrong type and bad value at once, each with the file name and the key.
+
+Secrets (fields declared with `secret()`) may instead come from a file
+(`<key>_file = "/path"`) or an environment variable (`<key>_env = "NAME"`), so
+that they need not be written into the TOML itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` names every bad key."""
+
+    def __init__(self, source: str, problems: List[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def render(self) -> str:
+        lines = [f"configuration error in {self.source}:"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def secret(default: str = "", **kwargs: Any) -> Any:
+    """A string field that may also be given as `<key>_file` or `<key>_env`."""
+    return dataclasses.field(default=default, metadata={"secret": True}, **kwargs)
+
+
+def checked(default: Any, check, message: str) -> Any:
+    """A field whose value must pass `check(value)`; `message` says what is expected."""
+    return dataclasses.field(default=default, metadata={"check": (check, message)})
+
+
+def load(path: Optional[str], schema: Type[T], env: Optional[Dict[str, str]] = None) -> T:
+    """Read `path` (None: defaults only) into `schema`; raise ConfigError listing all problems."""
+    if path is None:
+        return schema()
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(source, [f"cannot read file: {e.strerror or e}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, [f"not valid TOML: {e}"]) from None
+    return from_dict(doc, schema, source, env=os.environ if env is None else env,
+                     base=Path(path).parent)
+
+
+def from_dict(doc: Dict[str, Any], schema: Type[T], source: str = "<config>",
+              env: Optional[Dict[str, str]] = None, base: Optional[Path] = None) -> T:
+    problems: List[str] = []
+    env = {} if env is None else env
+    sections = {f.name: f for f in dataclasses.fields(schema)}
+    values: Dict[str, Any] = {}
+    for name, raw in doc.items():
+        if name not in sections:
+            problems.append(f"[{name}]: unknown section (known: {', '.join(sections)})")
+            continue
+        if not isinstance(raw, dict):
+            problems.append(f"{name}: must be a table [{name}], got {_kind(raw)}")
+            continue
+        section_type = _hints(schema)[name]
+        values[name] = _section(name, raw, section_type, problems, env, base)
+    if problems:
+        raise ConfigError(source, problems)
+    return schema(**values)
+
+
+def _section(name: str, raw: Dict[str, Any], section_type: type, problems: List[str],
+             env: Dict[str, str], base: Optional[Path]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_type)}
+    hints = _hints(section_type)
+    out: Dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{name}.{key}"
+        target = key
+        via = None
+        for suffix in ("_file", "_env"):
+            stem = key[: -len(suffix)]
+            if key.endswith(suffix) and stem in fields and fields[stem].metadata.get("secret"):
+                target, via = stem, suffix
+        if target not in fields:
+            problems.append(f"{where}: unknown key (known: {', '.join(sorted(fields))})")
+            continue
+        if via is not None:
+            if not isinstance(value, str) or not value:
+                problems.append(f"{where}: must be a non-empty string")
+                continue
+            resolved = _resolve_secret(where, via, value, env, base, problems)
+            if resolved is not None:
+                out[target] = resolved
+            continue
+        expected = hints[target]
+        converted, error = _convert(value, expected)
+        if error:
+            problems.append(f"{where}: {error}")
+            continue
+        check = fields[target].metadata.get("check")
+        if check and not check[0](converted):
+            problems.append(f"{where}: {check[1]}, got {value!r}")
+            continue
+        out[target] = converted
+    return section_type(**out)
+
+
+def _resolve_secret(where: str, via: str, value: str, env: Dict[str, str], base: Optional[Path],
+                    problems: List[str]) -> Optional[str]:
+    if via == "_env":
+        if value not in env:
+            problems.append(f"{where}: environment variable {value} is not set")
+            return None
+        return env[value].strip()
+    path = Path(value)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        problems.append(f"{where}: cannot read {path}: {e.strerror or e}")
+        return None
+
+
+def _convert(value: Any, expected: Any) -> Tuple[Any, Optional[str]]:
+    origin = typing.get_origin(expected)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(expected) if a is not type(None)]
+        return _convert(value, args[0])
+    if origin in (tuple, list):
+        (item_type, *_rest) = typing.get_args(expected)
+        if not isinstance(value, list):
+            return None, f"must be a list, got {_kind(value)}"
+        items = []
+        for i, item in enumerate(value):
+            converted, error = _convert(item, item_type)
+            if error:
+                return None, f"item {i} {error}"
+            items.append(converted)
+        return tuple(items), None
+    if expected is bool:
+        if isinstance(value, bool):
+            return value, None
+        return None, f"must be true or false, got {_kind(value)}"
+    if expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        return None, f"must be an integer, got {_kind(value)}"
+    if expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value), None
+        return None, f"must be a number, got {_kind(value)}"
+    if expected is str:
+        if isinstance(value, str):
+            return value, None
+        return None, f"must be a string, got {_kind(value)}"
+    raise TypeError(f"unsupported config type {expected!r}")  # a programming error
+
+
+def _hints(cls: type) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__

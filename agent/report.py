@@ -1,0 +1,679 @@
+"""The report contract, schema version 1: the one place that says what a report is.
+
+The agent builds reports as plain dicts (JSON-ready); the collector turns a decoded
+JSON document into a frozen `Report` with `parse_report`, which checks every field
+and returns *all* problems at once, each naming the field's path, so that an
+operator reading a 400 answer sees everything that is wrong with the report.
+
+docs/report-format.md is the prose version of this module; keep the two together.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+SCHEMA_VERSION = 1
+
+# Session states and protocols are closed sets: they become label values.
+SESSION_STATES = ("active", "idle", "disconnected", "connecting", "other")
+SESSION_PROTOCOLS = ("ica", "rdp", "console", "ssh", "other")
+SESSION_SOURCES = ("windows", "logind", "utmp", "simulated")
+
+# Why a report was refused; the values are the `reason` label of
+# vdi_collector_reports_rejected_total, so the set is closed.
+REASON_MISSING = "missing"
+REASON_TYPE = "wrong_type"
+REASON_RANGE = "out_of_range"
+REASON_NOT_FINITE = "not_finite"
+REASON_TOO_LONG = "too_long"
+REASON_INVALID = "invalid_value"
+REASON_TOO_MANY = "too_many_items"
+REASON_DUPLICATE = "duplicate"
+REASON_SCHEMA = "unsupported_schema_version"
+
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})$")
+# Cumulative counters may legitimately be very large (bytes since boot on a
+# busy host); beyond 2**63 something is wrong, and floats lose integer
+# precision long before anyone would notice in a rate().
+MAX_COUNTER = float(2**63)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one report may carry; the collector's config can change them."""
+
+    max_label_length: int = 128
+    max_filesystems: int = 64
+    max_disks: int = 64
+    max_interfaces: int = 64
+    max_cpu_modes: int = 16
+    max_sessions_listed: int = 2000
+    max_top_users: int = 50
+    max_collectors: int = 32
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    reason: str
+    message: str
+
+    def as_dict(self) -> Dict[str, str]:
+        return {"field": self.path, "reason": self.reason, "message": self.message}
+
+
+class ReportError(ValueError):
+    """A report that breaks the contract; `problems` lists every broken field."""
+
+    def __init__(self, problems: List[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems[:5]))
+
+    @property
+    def reason(self) -> str:
+        """The reason of the first problem: one label value per rejected report."""
+        return self.problems[0].reason
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    version: str
+    os: str
+    os_release: str
+    interval_seconds: float
+    start_time_seconds: float
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    name: str
+    success: bool
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class Cpu:
+    count: int
+    seconds: Tuple[Tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class Load:
+    load1: float
+    load5: float
+    load15: float
+
+
+@dataclass(frozen=True)
+class Memory:
+    total_bytes: float
+    available_bytes: float
+    swap_total_bytes: float
+    swap_used_bytes: float
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    mountpoint: str
+    fstype: str
+    device: str
+    size_bytes: float
+    avail_bytes: float
+
+
+@dataclass(frozen=True)
+class Disk:
+    device: str
+    read_bytes: float
+    written_bytes: float
+    reads_completed: float
+    writes_completed: float
+    io_time_seconds: float
+
+
+@dataclass(frozen=True)
+class Interface:
+    interface: str
+    receive_bytes: float
+    transmit_bytes: float
+    receive_packets: float
+    transmit_packets: float
+    receive_errors: float
+    transmit_errors: float
+    receive_drops: float
+    transmit_drops: float
+
+
+@dataclass(frozen=True)
+class System:
+    boot_time_seconds: float
+    processes: int
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    id: str
+    logon_time_seconds: Optional[float]
+    state: str
+    protocol: str
+    user: str
+    idle_seconds: Optional[float]
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    cpu_seconds_total: float
+    memory_bytes: float
+    processes: int
+
+
+@dataclass(frozen=True)
+class UserUsage:
+    user: str
+    cpu_cores: float
+    memory_bytes: float
+
+
+@dataclass(frozen=True)
+class Sessions:
+    source: str
+    counts: Tuple[Tuple[str, str, int], ...]  # (state, protocol, count), every combination
+    users: int
+    total: int
+    truncated: bool
+    oldest_disconnect_time_seconds: Optional[float]
+    logons_total: float
+    logoffs_total: float
+    disconnects_total: float
+    reconnects_total: float
+    entries: Tuple[SessionEntry, ...]
+    user_processes: Optional[ProcessGroup]
+    system_processes: Optional[ProcessGroup]
+    top_users: Optional[Tuple[UserUsage, ...]]
+
+
+@dataclass(frozen=True)
+class Capacity:
+    max_sessions: Optional[int]
+    accepting_sessions: bool
+    maintenance: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    schema_version: int
+    host: str
+    site: str
+    delivery_group: str
+    timestamp_seconds: float
+    goodbye: bool
+    agent: AgentInfo
+    collectors: Tuple[CollectorStatus, ...]
+    cpu: Optional[Cpu] = None
+    load: Optional[Load] = None
+    memory: Optional[Memory] = None
+    filesystems: Optional[Tuple[Filesystem, ...]] = None
+    disks: Optional[Tuple[Disk, ...]] = None
+    interfaces: Optional[Tuple[Interface, ...]] = None
+    system: Optional[System] = None
+    sessions: Optional[Sessions] = None
+    capacity: Optional[Capacity] = None
+
+
+class _Checker:
+    """Collects problems while reading a decoded JSON document."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.problems: List[Problem] = []
+
+    def fail(self, path: str, reason: str, message: str) -> None:
+        self.problems.append(Problem(path, reason, message))
+
+    def obj(self, doc: Any, path: str) -> Optional[Mapping[str, Any]]:
+        if not isinstance(doc, dict):
+            self.fail(path, REASON_TYPE, f"must be an object, got {_kind(doc)}")
+            return None
+        return doc
+
+    def get(self, doc: Mapping[str, Any], key: str, path: str, required: bool = True) -> Any:
+        if key in doc and doc[key] is not None:
+            return doc[key]
+        if required:
+            self.fail(_join(path, key), REASON_MISSING, "is required")
+        return None
+
+    def number(self, doc: Mapping[str, Any], key: str, path: str, *, required: bool = True,
+               minimum: Optional[float] = 0.0, maximum: float = MAX_COUNTER) -> Optional[float]:
+        value = self.get(doc, key, path, required)
+        if value is None:
+            return None
+        where = _join(path, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(where, REASON_TYPE, f"must be a number, got {_kind(value)}")
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            self.fail(where, REASON_NOT_FINITE, "must be a finite number")
+            return None
+        if minimum is not None and value < minimum:
+            self.fail(where, REASON_RANGE, f"must be >= {minimum:g}, got {value:g}")
+            return None
+        if value > maximum:
+            self.fail(where, REASON_RANGE, f"must be <= {maximum:g}, got {value:g}")
+            return None
+        return value
+
+    def integer(self, doc: Mapping[str, Any], key: str, path: str, *, required: bool = True,
+                minimum: int = 0, maximum: int = 2**53) -> Optional[int]:
+        value = self.get(doc, key, path, required)
+        if value is None:
+            return None
+        where = _join(path, key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                self.fail(where, REASON_TYPE, f"must be an integer, got {_kind(value)}")
+                return None
+        if value < minimum or value > maximum:
+            self.fail(where, REASON_RANGE, f"must be between {minimum} and {maximum}, got {value}")
+            return None
+        return value
+
+    def boolean(self, doc: Mapping[str, Any], key: str, path: str, *, required: bool = True,
+                default: bool = False) -> bool:
+        value = self.get(doc, key, path, required)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(_join(path, key), REASON_TYPE, f"must be true or false, got {_kind(value)}")
+            return default
+        return value
+
+    def text(self, doc: Mapping[str, Any], key: str, path: str, *, required: bool = True,
+             allow_empty: bool = False, max_length: Optional[int] = None) -> Optional[str]:
+        value = self.get(doc, key, path, required)
+        if value is None:
+            return None
+        return self.text_value(value, _join(path, key), allow_empty=allow_empty, max_length=max_length)
+
+    def text_value(self, value: Any, where: str, *, allow_empty: bool = False,
+                   max_length: Optional[int] = None) -> Optional[str]:
+        if not isinstance(value, str):
+            self.fail(where, REASON_TYPE, f"must be a string, got {_kind(value)}")
+            return None
+        limit = self.limits.max_label_length if max_length is None else max_length
+        if len(value) > limit:
+            self.fail(where, REASON_TOO_LONG, f"must be at most {limit} characters, got {len(value)}")
+            return None
+        if not value and not allow_empty:
+            self.fail(where, REASON_INVALID, "must not be empty")
+            return None
+        if _CONTROL_RE.search(value):
+            self.fail(where, REASON_INVALID, "must not contain control characters or line breaks")
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(where, REASON_INVALID, "must be valid Unicode (no lone surrogates)")
+            return None
+        return value
+
+    def items(self, doc: Mapping[str, Any], key: str, path: str, cap: int) -> Optional[List[Any]]:
+        value = self.get(doc, key, path, required=False)
+        if value is None:
+            return None
+        where = _join(path, key)
+        if not isinstance(value, list):
+            self.fail(where, REASON_TYPE, f"must be a list, got {_kind(value)}")
+            return None
+        if len(value) > cap:
+            self.fail(where, REASON_TOO_MANY, f"must have at most {cap} entries, got {len(value)}")
+            return None
+        return value
+
+    def choice(self, doc: Mapping[str, Any], key: str, path: str, allowed: Tuple[str, ...]) -> Optional[str]:
+        value = self.get(doc, key, path)
+        if value is None:
+            return None
+        if value not in allowed:
+            self.fail(_join(path, key), REASON_INVALID, f"must be one of {', '.join(allowed)}")
+            return None
+        return value
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def parse_report(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Report:
+    """Check a decoded JSON document against the contract and return it as a `Report`.
+
+    Raises `ReportError` listing every problem. Unknown keys are ignored so that
+    an agent of a newer minor release can add optional fields without being refused.
+    """
+    c = _Checker(limits)
+    top = c.obj(doc, "")
+    if top is None:
+        raise ReportError(c.problems)
+    version = top.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        if version is None:
+            c.fail("schema_version", REASON_MISSING, "is required")
+        else:
+            c.fail("schema_version", REASON_SCHEMA,
+                   f"must be {SCHEMA_VERSION}, got {version!r:.40}")
+        raise ReportError(c.problems)
+
+    host = c.text(top, "host", "", max_length=253)
+    if host is not None and not HOST_NAME_RE.match(host):
+        c.fail("host", REASON_INVALID,
+               "must be a host name: letters, digits, '.', '-' and '_', starting with a letter or digit")
+        host = None
+    site = c.text(top, "site", "")
+    group = c.text(top, "delivery_group", "")
+    timestamp = c.number(top, "timestamp_seconds", "", minimum=0.0, maximum=1e11)
+    goodbye = c.boolean(top, "goodbye", "", required=False)
+    agent = _agent(c, top)
+    collectors = _collectors(c, top)
+    readings = top.get("readings", {})
+    if readings is None:
+        readings = {}
+    if not isinstance(readings, dict):
+        c.fail("readings", REASON_TYPE, f"must be an object, got {_kind(readings)}")
+        readings = {}
+
+    parsed = {
+        "cpu": _section(c, readings, "cpu", _cpu),
+        "load": _section(c, readings, "load", _load),
+        "memory": _section(c, readings, "memory", _memory),
+        "filesystems": _list_section(c, readings, "filesystems", limits.max_filesystems, _filesystem,
+                                     key=lambda f: f.mountpoint),
+        "disks": _list_section(c, readings, "disks", limits.max_disks, _disk, key=lambda d: d.device),
+        "interfaces": _list_section(c, readings, "interfaces", limits.max_interfaces, _interface,
+                                    key=lambda i: i.interface),
+        "system": _section(c, readings, "system", _system),
+        "sessions": _section(c, readings, "sessions", _sessions),
+        "capacity": _section(c, readings, "capacity", _capacity),
+    }
+    if c.problems:
+        raise ReportError(c.problems)
+    return Report(
+        schema_version=SCHEMA_VERSION, host=host, site=site, delivery_group=group,
+        timestamp_seconds=timestamp, goodbye=goodbye, agent=agent, collectors=collectors,
+        **parsed,
+    )
+
+
+def _agent(c: _Checker, top: Mapping[str, Any]) -> Optional[AgentInfo]:
+    raw = c.get(top, "agent", "")
+    if raw is None or c.obj(raw, "agent") is None:
+        return None
+    before = len(c.problems)
+    info = AgentInfo(
+        version=c.text(raw, "version", "agent", max_length=64),
+        os=c.text(raw, "os", "agent", max_length=32),
+        os_release=c.text(raw, "os_release", "agent", required=False, allow_empty=True) or "",
+        interval_seconds=c.number(raw, "interval_seconds", "agent", minimum=1.0, maximum=86400.0),
+        start_time_seconds=c.number(raw, "start_time_seconds", "agent", minimum=0.0, maximum=1e11),
+    )
+    return info if len(c.problems) == before else None
+
+
+def _collectors(c: _Checker, top: Mapping[str, Any]) -> Tuple[CollectorStatus, ...]:
+    raw = c.get(top, "collectors", "", required=False)
+    if raw is None:
+        return ()
+    if c.obj(raw, "collectors") is None:
+        return ()
+    if len(raw) > c.limits.max_collectors:
+        c.fail("collectors", REASON_TOO_MANY,
+               f"must have at most {c.limits.max_collectors} entries, got {len(raw)}")
+        return ()
+    out = []
+    for name in sorted(raw):
+        path = _join("collectors", name)
+        if c.text_value(name, path, max_length=32) is None:
+            continue
+        entry = c.obj(raw[name], path)
+        if entry is None:
+            continue
+        success = c.boolean(entry, "success", path)
+        duration = c.number(entry, "duration_seconds", path, maximum=3600.0)
+        if duration is not None:
+            out.append(CollectorStatus(name, success, duration))
+    return tuple(out)
+
+
+def _section(c: _Checker, readings: Mapping[str, Any], key: str, parse):
+    raw = readings.get(key)
+    if raw is None:
+        return None
+    path = _join("readings", key)
+    if c.obj(raw, path) is None:
+        return None
+    before = len(c.problems)
+    value = parse(c, raw, path)
+    return value if len(c.problems) == before else None
+
+
+def _list_section(c: _Checker, readings: Mapping[str, Any], name: str, cap: int, parse, key):
+    items = c.items(readings, name, "readings", cap)
+    if items is None:
+        return None
+    out = []
+    seen = set()
+    for i, raw in enumerate(items):
+        path = _join(_join("readings", name), i)
+        if c.obj(raw, path) is None:
+            continue
+        before = len(c.problems)
+        value = parse(c, raw, path)
+        if len(c.problems) != before:
+            continue
+        identity = key(value)
+        if identity in seen:
+            c.fail(path, REASON_DUPLICATE, f"duplicates {identity!r}: each entry must be unique")
+            continue
+        seen.add(identity)
+        out.append(value)
+    return tuple(out)
+
+
+def _cpu(c: _Checker, raw: Mapping[str, Any], path: str) -> Cpu:
+    count = c.integer(raw, "count", path, minimum=1, maximum=65536)
+    seconds = c.get(raw, "seconds", path)
+    modes: List[Tuple[str, float]] = []
+    where = _join(path, "seconds")
+    if seconds is not None and c.obj(seconds, where) is not None:
+        if len(seconds) > c.limits.max_cpu_modes:
+            c.fail(where, REASON_TOO_MANY, f"must have at most {c.limits.max_cpu_modes} modes")
+        else:
+            for mode in sorted(seconds):
+                if not isinstance(mode, str) or not re.match(r"^[a-z_]{1,32}$", mode):
+                    c.fail(_join(where, mode), REASON_INVALID, "mode must be lower-case letters and '_'")
+                    continue
+                value = c.number(seconds, mode, where)
+                if value is not None:
+                    modes.append((mode, value))
+    return Cpu(count=count, seconds=tuple(modes))
+
+
+def _load(c: _Checker, raw: Mapping[str, Any], path: str) -> Load:
+    return Load(*(c.number(raw, k, path, maximum=1e6) for k in ("load1", "load5", "load15")))
+
+
+def _memory(c: _Checker, raw: Mapping[str, Any], path: str) -> Memory:
+    total = c.number(raw, "total_bytes", path)
+    available = c.number(raw, "available_bytes", path)
+    swap_total = c.number(raw, "swap_total_bytes", path)
+    swap_used = c.number(raw, "swap_used_bytes", path)
+    if total is not None and available is not None and available > total:
+        c.fail(_join(path, "available_bytes"), REASON_RANGE, "must not exceed total_bytes")
+    return Memory(total, available, swap_total, swap_used)
+
+
+def _filesystem(c: _Checker, raw: Mapping[str, Any], path: str) -> Filesystem:
+    size = c.number(raw, "size_bytes", path)
+    avail = c.number(raw, "avail_bytes", path)
+    return Filesystem(
+        mountpoint=c.text(raw, "mountpoint", path),
+        fstype=c.text(raw, "fstype", path, allow_empty=True),
+        device=c.text(raw, "device", path, required=False, allow_empty=True) or "",
+        size_bytes=size, avail_bytes=avail,
+    )
+
+
+_DISK_FIELDS = ("read_bytes", "written_bytes", "reads_completed", "writes_completed", "io_time_seconds")
+_NET_FIELDS = ("receive_bytes", "transmit_bytes", "receive_packets", "transmit_packets",
+               "receive_errors", "transmit_errors", "receive_drops", "transmit_drops")
+
+
+def _disk(c: _Checker, raw: Mapping[str, Any], path: str) -> Disk:
+    return Disk(c.text(raw, "device", path), *(c.number(raw, k, path) for k in _DISK_FIELDS))
+
+
+def _interface(c: _Checker, raw: Mapping[str, Any], path: str) -> Interface:
+    return Interface(c.text(raw, "interface", path), *(c.number(raw, k, path) for k in _NET_FIELDS))
+
+
+def _system(c: _Checker, raw: Mapping[str, Any], path: str) -> System:
+    return System(
+        boot_time_seconds=c.number(raw, "boot_time_seconds", path, maximum=1e11),
+        processes=c.integer(raw, "processes", path, maximum=10**7),
+    )
+
+
+def _sessions(c: _Checker, raw: Mapping[str, Any], path: str) -> Sessions:
+    source = c.choice(raw, "source", path, SESSION_SOURCES)
+    counts = _session_counts(c, raw, path)
+    entries = _session_entries(c, raw, path)
+    top_users = None
+    top_raw = c.items(raw, "top_users", path, c.limits.max_top_users)
+    if top_raw is not None:
+        users = []
+        for i, item in enumerate(top_raw):
+            where = _join(_join(path, "top_users"), i)
+            if c.obj(item, where) is None:
+                continue
+            users.append(UserUsage(
+                user=c.text(item, "user", where),
+                cpu_cores=c.number(item, "cpu_cores", where, maximum=65536.0),
+                memory_bytes=c.number(item, "memory_bytes", where),
+            ))
+        top_users = tuple(users)
+    return Sessions(
+        source=source,
+        counts=counts,
+        users=c.integer(raw, "users", path, maximum=10**6),
+        total=c.integer(raw, "total", path, maximum=10**6),
+        truncated=c.boolean(raw, "truncated", path, required=False),
+        oldest_disconnect_time_seconds=c.number(raw, "oldest_disconnect_time_seconds", path,
+                                                required=False, maximum=1e11),
+        logons_total=c.number(raw, "logons_total", path),
+        logoffs_total=c.number(raw, "logoffs_total", path),
+        disconnects_total=c.number(raw, "disconnects_total", path),
+        reconnects_total=c.number(raw, "reconnects_total", path),
+        entries=entries,
+        user_processes=_process_group(c, raw, path, "user"),
+        system_processes=_process_group(c, raw, path, "system"),
+        top_users=top_users,
+    )
+
+
+def _session_counts(c: _Checker, raw: Mapping[str, Any], path: str) -> Tuple[Tuple[str, str, int], ...]:
+    """Every (state, protocol) pair, 0 where the agent sent none: states never vanish."""
+    counts = c.get(raw, "counts", path)
+    where = _join(path, "counts")
+    found: Dict[Tuple[str, str], int] = {}
+    if counts is not None and c.obj(counts, where) is not None:
+        for state, by_protocol in counts.items():
+            state_path = _join(where, state)
+            if state not in SESSION_STATES:
+                c.fail(state_path, REASON_INVALID, f"state must be one of {', '.join(SESSION_STATES)}")
+                continue
+            if c.obj(by_protocol, state_path) is None:
+                continue
+            for protocol in by_protocol:
+                if protocol not in SESSION_PROTOCOLS:
+                    c.fail(_join(state_path, protocol), REASON_INVALID,
+                           f"protocol must be one of {', '.join(SESSION_PROTOCOLS)}")
+                    continue
+                n = c.integer(by_protocol, protocol, state_path, maximum=10**6)
+                if n is not None:
+                    found[(state, protocol)] = n
+    return tuple((s, p, found.get((s, p), 0)) for s in SESSION_STATES for p in SESSION_PROTOCOLS)
+
+
+def _session_entries(c: _Checker, raw: Mapping[str, Any], path: str) -> Tuple[SessionEntry, ...]:
+    items = c.items(raw, "list", path, c.limits.max_sessions_listed)
+    if items is None:
+        return ()
+    out = []
+    for i, item in enumerate(items):
+        where = _join(_join(path, "list"), i)
+        if c.obj(item, where) is None:
+            continue
+        out.append(SessionEntry(
+            id=c.text(item, "id", where, max_length=64),
+            logon_time_seconds=c.number(item, "logon_time_seconds", where, required=False, maximum=1e11),
+            state=c.choice(item, "state", where, SESSION_STATES),
+            protocol=c.choice(item, "protocol", where, SESSION_PROTOCOLS),
+            user=c.text(item, "user", where, required=False, allow_empty=True) or "",
+            idle_seconds=c.number(item, "idle_seconds", where, required=False, maximum=1e9),
+        ))
+    return tuple(out)
+
+
+def _process_group(c: _Checker, raw: Mapping[str, Any], path: str, name: str) -> Optional[ProcessGroup]:
+    groups = raw.get("processes")
+    if groups is None:
+        return None
+    where = _join(path, "processes")
+    if c.obj(groups, where) is None:
+        return None
+    group = groups.get(name)
+    if group is None:
+        return None
+    where = _join(where, name)
+    if c.obj(group, where) is None:
+        return None
+    return ProcessGroup(
+        cpu_seconds_total=c.number(group, "cpu_seconds_total", where),
+        memory_bytes=c.number(group, "memory_bytes", where),
+        processes=c.integer(group, "processes", where, maximum=10**7),
+    )
+
+
+def _capacity(c: _Checker, raw: Mapping[str, Any], path: str) -> Capacity:
+    return Capacity(
+        max_sessions=c.integer(raw, "max_sessions", path, required=False, maximum=10**6),
+        accepting_sessions=c.boolean(raw, "accepting_sessions", path),
+        maintenance=c.boolean(raw, "maintenance", path),
+    )
