@@ -1,0 +1,307 @@
+"""The collector's HTTP edge: read, check, answer; only valid reports reach the store.
+
+`Api` holds the routes and is built from its dependencies, so that tests can
+drive it with plain `Request` objects; `serve` puts it behind a threading HTTP
+server. Every refusal is answered with a fitting status and a JSON body naming
+the reason and each offending field, counted by reason, and logged at most once
+a minute per host, so a broken agent cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from agent.report import Limits, Problem, ReportError, parse_report
+from collector import __version__
+from collector.exposition import render_hosts, render_live
+from collector.selfmetrics import (
+    REASON_BAD_CONTENT_TYPE,
+    REASON_BAD_ENCODING,
+    REASON_BAD_JSON,
+    REASON_BODY_TOO_LARGE,
+    REASON_LENGTH_REQUIRED,
+    REASON_TOO_DEEP,
+    REASON_TOO_MANY_HOSTS,
+    SelfMetrics,
+)
+from collector.store import HostStore, StoreFull
+
+log = logging.getLogger(__name__)
+
+EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: Dict[str, str] = field(default_factory=dict)  # names lower-cased
+    body: bytes = b""
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    max_body_bytes: int = 1 << 20
+    max_decompressed_bytes: int = 8 << 20
+    max_json_depth: int = 16
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, reason: str, message: str, problems: Optional[List[Problem]] = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.problems = problems or [Problem("", reason, message)]
+
+
+def json_response(status: int, doc: Any, headers: Optional[Dict[str, str]] = None) -> Response:
+    return Response(status, json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n",
+                    headers=headers or {})
+
+
+class Api:
+    def __init__(self, store: HostStore, metrics: SelfMetrics, limits: Limits = Limits(),
+                 edge: EdgeLimits = EdgeLimits(), clock: Callable[[], float] = time.time):
+        self.store = store
+        self.metrics = metrics
+        self.limits = limits
+        self.edge = edge
+        self.clock = clock
+        self._log_times: Dict[str, float] = {}
+        self._log_lock = threading.Lock()
+
+    def handle(self, request: Request) -> Response:
+        path = request.path.split("?", 1)[0]
+        if path == "/api/v1/reports":
+            if request.method != "POST":
+                return json_response(405, {"error": "method not allowed: use POST"}, {"Allow": "POST"})
+            return self.post_report(request)
+        if request.method not in ("GET", "HEAD"):
+            return json_response(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"})
+        if path == "/metrics":
+            return self.metrics_page(request)
+        if path == "/healthz":
+            return Response(200, b"ok\n", "text/plain; charset=utf-8")
+        if path == "/":
+            return Response(200, _INDEX, "text/html; charset=utf-8")
+        return json_response(404, {"error": f"not found: {path}"})
+
+    # -- ingest -------------------------------------------------------------
+
+    def post_report(self, request: Request) -> Response:
+        start = time.perf_counter()
+        host_hint = ""
+        try:
+            raw = self._body(request)
+            doc = self._decode(raw)
+            if isinstance(doc, dict) and isinstance(doc.get("host"), str):
+                host_hint = doc["host"][:64]
+            try:
+                report = parse_report(doc, self.limits)
+            except ReportError as e:
+                raise Rejected(400, e.reason, "the report breaks the contract", e.problems) from None
+            try:
+                self.store.put(report, raw, self.clock())
+            except StoreFull as e:
+                raise Rejected(429, REASON_TOO_MANY_HOSTS, str(e),
+                               [Problem("host", REASON_TOO_MANY_HOSTS, str(e))]) from None
+        except Rejected as r:
+            self.metrics.rejected.labels(r.reason).inc()
+            self._log_rejection(host_hint or request.header("x-forwarded-for") or "?", r)
+            return json_response(r.status, {
+                "error": r.message,
+                "reason": r.reason,
+                "problems": [p.as_dict() for p in r.problems],
+            })
+        self.metrics.accepted.inc()
+        self.metrics.report_duration.observe(time.perf_counter() - start)
+        return json_response(200, {"status": "accepted", "host": report.host})
+
+    def _body(self, request: Request) -> bytes:
+        ctype = request.header("content-type").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            raise Rejected(415, REASON_BAD_CONTENT_TYPE,
+                           f"Content-Type must be application/json, got {ctype or 'none'!r}")
+        if len(request.body) > self.edge.max_body_bytes:
+            raise Rejected(413, REASON_BODY_TOO_LARGE,
+                           f"the body must be at most {self.edge.max_body_bytes} bytes")
+        encoding = request.header("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return request.body
+        if encoding != "gzip":
+            raise Rejected(415, REASON_BAD_ENCODING,
+                           f"Content-Encoding must be gzip or identity, got {encoding!r}")
+        return self._gunzip(request.body)
+
+    def _gunzip(self, body: bytes) -> bytes:
+        """Decompress at most max_decompressed_bytes: a gzip bomb is cut off early."""
+        cap = self.edge.max_decompressed_bytes
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(body, cap + 1)
+        except zlib.error as e:
+            raise Rejected(400, REASON_BAD_ENCODING, f"the body is not valid gzip: {e}") from None
+        if len(out) > cap:
+            raise Rejected(413, REASON_BODY_TOO_LARGE,
+                           f"the decompressed body must be at most {cap} bytes")
+        if not inflater.eof:
+            raise Rejected(400, REASON_BAD_ENCODING, "the gzip body is truncated")
+        return out
+
+    def _decode(self, raw: bytes) -> Any:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Rejected(400, REASON_BAD_JSON, f"the body is not UTF-8: {e.reason} at byte {e.start}") from None
+        too_deep = Rejected(400, REASON_TOO_DEEP,
+                            f"JSON nesting must be at most {self.edge.max_json_depth} levels")
+        try:
+            doc = json.loads(text, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise too_deep from None
+        except ValueError as e:
+            raise Rejected(400, REASON_BAD_JSON, f"the body is not valid JSON: {e}") from None
+        if _depth_exceeds(doc, self.edge.max_json_depth):
+            raise too_deep
+        return doc
+
+    def _log_rejection(self, host: str, r: Rejected) -> None:
+        now = self.clock()
+        with self._log_lock:
+            last = self._log_times.get(host)
+            if last is not None and now - last < 60:
+                return
+            if len(self._log_times) > 10_000:
+                self._log_times.clear()
+            self._log_times[host] = now
+        first = r.problems[0]
+        log.warning("refused a report from %r: %s (%s%s); further refusals for it are logged once a minute",
+                    host, r.message, first.reason, f" at {first.path}" if first.path else "")
+
+    # -- exposition ---------------------------------------------------------
+
+    def metrics_page(self, request: Request) -> Response:
+        start = time.perf_counter()
+        now = self.clock()
+        self.store.expire(now)
+        hosts = [(e.rendered, render_live(e.rendered.labels, live.up, live.state))
+                 for e, live in self.store.live_view(now)]
+        text = render_hosts(hosts) + self.metrics.render()
+        body = text.encode("utf-8")
+        headers = {}
+        if "gzip" in request.header("accept-encoding"):
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        self.metrics.scrape_duration.set(time.perf_counter() - start)
+        return Response(200, body, EXPOSITION_TYPE, headers)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth_exceeds(doc: Any, limit: int) -> bool:
+    """True when containers nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+_INDEX = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>vdiwatch collector</title></head>
+<body><h1>vdiwatch collector {__version__}</h1>
+<ul><li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li></ul>
+</body></html>
+""".encode("utf-8")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: Api
+    server_version = f"vdiwatch-collector/{__version__}"
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        body = b""
+        if self.command == "POST":
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                self._send(json_response(411, {"error": "Content-Length is required",
+                                               "reason": REASON_LENGTH_REQUIRED}))
+                self.api.metrics.rejected.labels(REASON_LENGTH_REQUIRED).inc()
+                self.close_connection = True
+                return
+            n = int(length)
+            if n > self.api.edge.max_body_bytes:
+                self.api.metrics.rejected.labels(REASON_BODY_TOO_LARGE).inc()
+                self._send(json_response(413, {
+                    "error": f"the body must be at most {self.api.edge.max_body_bytes} bytes",
+                    "reason": REASON_BODY_TOO_LARGE,
+                    "problems": [{"field": "", "reason": REASON_BODY_TOO_LARGE,
+                                  "message": "request body too large"}]}))
+                self.close_connection = True  # the unread body makes the connection unusable
+                return
+            body = self.rfile.read(n)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            response = self.api.handle(Request(self.command, self.path, headers, body))
+        except Exception:  # noqa: BLE001 - the one place where an unexpected error is reported
+            log.exception("internal error while serving %s %s", self.command, self.path)
+            response = json_response(500, {"error": "internal error; see the collector's log"})
+        self._send(response)
+
+    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for k, v in response.headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class CollectorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = True
+    request_queue_size = 128
+
+
+def make_server(api: Api, address: Tuple[str, int], request_timeout: float = 10.0) -> CollectorServer:
+    """Bind (port 0 picks a free one) without serving yet; `serve_forever` serves."""
+    handler = type("Handler", (_Handler,), {"api": api, "timeout": request_timeout})
+    return CollectorServer(address, handler)

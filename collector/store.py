@@ -1,0 +1,132 @@
+"""The host store: the latest valid report of every host and its liveness.
+
+Contract (relied on by the HTTP edge, the snapshot writer and the exposition):
+
+- Every method may be called from any thread at any time. `put` and `expire`
+  are atomic: a reader sees a host either before or after a report, never half.
+- Entries are immutable. A new report replaces the host's entry as a whole, so
+  readers take a list of entries under the lock and render it outside the lock;
+  a scrape never blocks ingest for longer than a list copy.
+- Only valid reports reach the store: validation happens at the edge. `put`
+  refuses a new host past `max_hosts` (known hosts always get through) and
+  changes nothing when it refuses.
+- Liveness is derived from the clock at read time, never stored: a host is
+  `up` until it misses `missed_intervals` of its own intervals, `stale` after,
+  `stopped` once it said goodbye, `maintenance` while its last report carried
+  the maintenance flag. Hosts silent past `expire_after` (`stopped_expire_after`
+  after a goodbye) are dropped by `expire`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from agent.report import Report
+from collector.exposition import HOST_STATES, Rendered, render_report
+
+
+class StoreFull(Exception):
+    """A new host was refused because the store holds `max_hosts` hosts already."""
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    host: str
+    report: Report
+    received_at: float
+    rendered: Rendered
+    raw: bytes  # the report as received (decompressed JSON), for snapshots and the status page
+
+    @property
+    def interval(self) -> float:
+        return self.report.agent.interval_seconds
+
+
+@dataclass(frozen=True)
+class Liveness:
+    up: bool
+    state: str
+
+
+class HostStore:
+    def __init__(self, *, clock: Callable[[], float] = time.time, missed_intervals: int = 3,
+                 expire_after: float = 86400.0, stopped_expire_after: float = 3600.0,
+                 max_hosts: int = 100_000):
+        self.clock = clock
+        self.missed_intervals = missed_intervals
+        self.expire_after = expire_after
+        self.stopped_expire_after = stopped_expire_after
+        self.max_hosts = max_hosts
+        self._lock = threading.Lock()
+        self._hosts: Dict[str, HostEntry] = {}
+
+    def put(self, report: Report, raw: bytes, received_at: Optional[float] = None) -> HostEntry:
+        """Store `report` as its host's latest; raise StoreFull for a new host past the cap."""
+        received_at = self.clock() if received_at is None else received_at
+        entry = HostEntry(report.host, report, received_at, render_report(report, received_at), raw)
+        with self._lock:
+            if report.host not in self._hosts and len(self._hosts) >= self.max_hosts:
+                raise StoreFull(f"the collector holds its maximum of {self.max_hosts} hosts")
+            self._hosts[report.host] = entry
+        return entry
+
+    def restore(self, entries: List[HostEntry]) -> None:
+        """Put back entries read from a snapshot (at start, before serving)."""
+        with self._lock:
+            for entry in entries:
+                current = self._hosts.get(entry.host)
+                if current is None or current.received_at < entry.received_at:
+                    self._hosts[entry.host] = entry
+
+    def get(self, host: str) -> Optional[HostEntry]:
+        with self._lock:
+            return self._hosts.get(host)
+
+    def entries(self) -> List[HostEntry]:
+        """All entries, sorted by host name so that the exposition is stable."""
+        with self._lock:
+            items = list(self._hosts.items())
+        items.sort(key=lambda kv: kv[0])
+        return [entry for _, entry in items]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._hosts)
+
+    def liveness(self, entry: HostEntry, now: Optional[float] = None) -> Liveness:
+        now = self.clock() if now is None else now
+        report = entry.report
+        if report.goodbye:
+            return Liveness(False, "stopped")
+        fresh = now - entry.received_at <= self.missed_intervals * entry.interval
+        if report.capacity is not None and report.capacity.maintenance:
+            return Liveness(fresh, "maintenance")
+        return Liveness(fresh, "up" if fresh else "stale")
+
+    def expired(self, entry: HostEntry, now: float) -> bool:
+        limit = self.stopped_expire_after if entry.report.goodbye else self.expire_after
+        return now - entry.received_at > limit
+
+    def expire(self, now: Optional[float] = None) -> List[str]:
+        """Drop hosts silent past their expiry; return their names."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            gone = [h for h, e in self._hosts.items() if self.expired(e, now)]
+            for host in gone:
+                del self._hosts[host]
+        return gone
+
+    def counts_by_state(self, now: Optional[float] = None) -> Dict[str, int]:
+        now = self.clock() if now is None else now
+        counts = dict.fromkeys(HOST_STATES, 0)
+        for entry in self.entries():
+            counts[self.liveness(entry, now).state] += 1
+        return counts
+
+    def live_view(self, now: Optional[float] = None) -> List[Tuple[HostEntry, Liveness]]:
+        """Entries still within their expiry, with their liveness, for one scrape."""
+        now = self.clock() if now is None else now
+        return [(e, self.liveness(e, now)) for e in self.entries() if not self.expired(e, now)]

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import re
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.report import parse_report
+from collector.exposition import FAMILIES, escape, number, render_hosts, render_live, render_report
+from tests.conftest import FIXTURES, ROOT
+
+
+def load(name: str):
+    return parse_report(json.loads((FIXTURES / "reports" / name).read_text()))
+
+
+def exposition(*names: str, received_at: float = 1796083200.0) -> str:
+    hosts = []
+    for name in names:
+        rendered = render_report(load(name), received_at)
+        hosts.append((rendered, render_live(rendered.labels, True, "up")))
+    return render_hosts(hosts)
+
+
+def test_escape_label_values() -> None:
+    assert escape('a"b') == 'a\\"b'
+    assert escape("C:\\") == "C:\\\\"
+    assert escape("x\ny") == "x\\ny"
+    assert escape("plain") == "plain"
+
+
+def test_number_format() -> None:
+    assert number(34359738368.0) == "34359738368"
+    assert number(0.25) == "0.25"
+    assert number(1e20) == "1e+20"
+    assert number(-3.0) == "-3"
+
+
+def test_exposition_parses_with_prometheus_client() -> None:
+    text = exposition("vda-win-01.json", "lvda-07.json")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    cpu = families["vdi_host_cpu_seconds"]
+    assert cpu.type == "counter"
+    idle = [s for s in cpu.samples if s.labels["mode"] == "idle" and s.labels["host"] == "vda-win-01"]
+    assert idle[0].value == 880021.0
+    fs = [s for s in families["vdi_host_filesystem_avail_bytes"].samples if s.labels["host"] == "vda-win-01"]
+    assert {s.labels["mountpoint"] for s in fs} == {"C:\\", "D:\\"}
+    dev = [s for s in families["vdi_agent_up"].samples if s.labels["host"] == "lvda-07"][0]
+    assert dev.labels["delivery_group"] == 'Linux "Dev" Desktops\\Pool'
+
+
+def test_every_state_and_protocol_exported_even_when_zero() -> None:
+    text = exposition("lvda-07.json")
+    sessions = [line for line in text.splitlines() if line.startswith("vdi_sessions{")]
+    assert len(sessions) == 5 * 5
+    assert any('state="active",protocol="ssh"} 2' in line for line in sessions)
+    assert any('state="disconnected",protocol="ica"} 0' in line for line in sessions)
+
+
+def test_each_family_has_one_header_and_contiguous_samples() -> None:
+    text = exposition("vda-win-01.json", "lvda-07.json", "rdsh-03-maintenance.json")
+    seen_types = re.findall(r"^# TYPE (\S+)", text, re.M)
+    assert len(seen_types) == len(set(seen_types))
+    current = None
+    finished = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE"):
+            if current:
+                finished.add(current)
+            current = line.split()[2]
+        elif not line.startswith("#"):
+            name = line.split("{")[0]
+            assert name == current, f"{name} outside its family block"
+            assert name not in finished
+
+
+def test_absent_sections_export_nothing() -> None:
+    text = exposition("rdsh-03-maintenance.json")
+    assert "vdi_host_cpu_seconds_total" not in text
+    assert "vdi_host_accepting_sessions{" in text and "} 0" in text
+
+
+def test_every_family_is_documented() -> None:
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"`(vdi_[a-z0-9_]+)`", doc))
+    for name, _kind, _help in FAMILIES:
+        assert name in documented, f"{name} is exposed but missing from docs/metrics.md"

@@ -1,0 +1,70 @@
+"""The real collector process over real HTTP: refusals, unchanged exposition, clean stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+
+import pytest
+import requests
+
+from tests.conftest import CollectorProcess, report_fixture
+
+pytestmark = pytest.mark.slow
+
+
+def host_lines(text: str) -> list:
+    return [line for line in text.splitlines() if line.startswith("vdi_") and not line.startswith("vdi_collector_")]
+
+
+def test_malformed_report_gets_400_naming_field_and_metrics_unchanged(collector_process: CollectorProcess) -> None:
+    assert collector_process.post(report_fixture("lvda-07.json")).status_code == 200
+    before = host_lines(collector_process.metrics())
+    doc = json.loads(report_fixture("lvda-07.json"))
+    doc["readings"]["memory"]["available_bytes"] = "plenty"
+    r = collector_process.post(json.dumps(doc).encode())
+    assert r.status_code == 400
+    assert r.json()["problems"][0]["field"] == "readings.memory.available_bytes"
+    after = collector_process.metrics()
+    assert host_lines(after) == before
+    assert 'vdi_collector_reports_rejected_total{reason="wrong_type"} 1.0' in after
+
+
+def test_oversized_body_refused_before_reading(tmp_path) -> None:
+    proc = CollectorProcess(tmp_path, config="[collector]\nmax_body_bytes = 1000\n").start()
+    try:
+        r = proc.post(b"x" * 5000)
+        assert r.status_code == 413
+        assert r.json()["reason"] == "body_too_large"
+    finally:
+        proc.stop()
+
+
+def test_missing_content_length_gets_411(collector_process: CollectorProcess) -> None:
+    with socket.create_connection(("127.0.0.1", collector_process.port), timeout=5) as s:
+        s.sendall(b"POST /api/v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 411")
+
+
+def test_sigterm_stops_cleanly(tmp_path) -> None:
+    proc = CollectorProcess(tmp_path).start()
+    assert proc.stop(signal.SIGTERM) == 0
+    assert "stopped" in proc.log()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{proc.url}/healthz", timeout=1)
+
+
+def test_config_error_exits_2_naming_file_and_key(tmp_path) -> None:
+    import subprocess
+    import sys
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[collector]\nlisten = 9847\nexpire_afterr = 5\n')
+    r = subprocess.run([sys.executable, "-m", "collector", "--config", str(bad), "--check-config"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert str(bad) in r.stderr
+    assert "collector.listen: must be a string" in r.stderr
+    assert "collector.expire_afterr: unknown key" in r.stderr

@@ -1,0 +1,151 @@
+"""The HTTP edge, driven in-process: every refusal names its reason and field and changes nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from collector.selfmetrics import SelfMetrics
+from collector.server import Api, EdgeLimits, Request
+from collector.store import HostStore
+from tests.conftest import FIXTURES
+
+GOOD = (FIXTURES / "reports" / "vda-win-01.json").read_bytes()
+
+
+def good_doc() -> dict:
+    return json.loads(GOOD)
+
+
+def make_api(**edge) -> Api:
+    store = HostStore(clock=lambda: 1796083200.0)
+    return Api(store, SelfMetrics(store, process_metrics=False), edge=EdgeLimits(**edge),
+               clock=lambda: 1796083200.0)
+
+
+def post(api: Api, body: bytes, **headers: str):
+    h = {"content-type": "application/json"}
+    h.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return api.handle(Request("POST", "/api/v1/reports", h, body))
+
+
+def host_series(api: Api) -> str:
+    text = api.handle(Request("GET", "/metrics")).body.decode()
+    return "".join(line + "\n" for line in text.splitlines()
+                   if line.startswith("vdi_") and not line.startswith("vdi_collector_"))
+
+
+def with_changes(path: str, value) -> bytes:
+    doc = good_doc()
+    *parents, last = path.split(".")
+    node = doc
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return json.dumps(doc).encode()
+
+
+def nested(depth: int) -> bytes:
+    return GOOD.replace(b'"readings": {', b'"readings": {"extra": ' + b"[" * depth + b"]" * depth + b", ", 1)
+
+
+BAD = [
+    ("truncated json", GOOD[:200], {}, 400, "bad_json", ""),
+    ("not json", b"hello", {}, 400, "bad_json", ""),
+    ("NaN literal", GOOD.replace(b'"load1": 2.5', b'"load1": NaN'), {}, 400, "bad_json", ""),
+    ("Infinity literal", GOOD.replace(b'"load1": 2.5', b'"load1": Infinity'), {}, 400, "bad_json", ""),
+    ("huge number", GOOD.replace(b'"load1": 2.5', b'"load1": 1e400'), {}, 400, "not_finite", "readings.load.load1"),
+    ("negative bytes", with_changes("readings.memory.total_bytes", -1), {}, 400, "out_of_range",
+     "readings.memory.total_bytes"),
+    ("string as number", with_changes("readings.cpu.count", "8"), {}, 400, "wrong_type", "readings.cpu.count"),
+    ("bool as number", with_changes("readings.system.processes", True), {}, 400, "wrong_type",
+     "readings.system.processes"),
+    ("unknown schema", with_changes("schema_version", 2), {}, 400, "unsupported_schema_version", "schema_version"),
+    ("no schema", GOOD.replace(b'"schema_version": 1,', b""), {}, 400, "missing", "schema_version"),
+    ("list at top", b"[1, 2]", {}, 400, "wrong_type", ""),
+    ("host with quote", with_changes("host", 'vda"01'), {}, 400, "invalid_value", "host"),
+    ("host with newline", with_changes("host", "vda\n01"), {}, 400, "invalid_value", "host"),
+    ("host non-ascii", with_changes("host", "vdä-01"), {}, 400, "invalid_value", "host"),
+    ("site with newline", with_changes("site", "City\nHall"), {}, 400, "invalid_value", "site"),
+    ("site too long", with_changes("site", "x" * 500), {}, 400, "too_long", "site"),
+    ("mountpoint control char", with_changes("readings.filesystems.0.mountpoint", "C:\x07"), {}, 400,
+     "invalid_value", "readings.filesystems[0].mountpoint"),
+    ("duplicate mountpoint", with_changes("readings.filesystems.1.mountpoint", "C:\\"), {}, 400, "duplicate",
+     "readings.filesystems[1]"),
+    ("unknown session state", with_changes("readings.sessions.counts", {"busy": {"ica": 1}}), {}, 400,
+     "invalid_value", "readings.sessions.counts.busy"),
+    ("too many interfaces", with_changes("readings.interfaces", [
+        {"interface": f"eth{i}", "receive_bytes": 0, "transmit_bytes": 0, "receive_packets": 0,
+         "transmit_packets": 0, "receive_errors": 0, "transmit_errors": 0, "receive_drops": 0,
+         "transmit_drops": 0} for i in range(65)]), {}, 400, "too_many_items", "readings.interfaces"),
+    ("100000 sessions", with_changes("readings.sessions.list", [
+        {"id": str(i), "state": "active", "protocol": "ica"} for i in range(100_000)]), {}, 413,
+     "body_too_large", ""),
+    ("deep nesting", nested(5000), {}, 400, "too_deep", ""),
+    ("moderate nesting", nested(40), {}, 400, "too_deep", ""),
+    ("wrong content type", GOOD, {"content_type": "text/plain"}, 415, "bad_content_type", ""),
+    ("wrong encoding", GOOD, {"content_encoding": "br"}, 415, "bad_encoding", ""),
+    ("gzip header but plain body", GOOD, {"content_encoding": "gzip"}, 400, "bad_encoding", ""),
+    ("gzip bomb", gzip.compress(b" " * (64 << 20)), {"content_encoding": "gzip"}, 413, "body_too_large", ""),
+    ("not utf-8", GOOD.replace(b"City Hall", b"City \xff Hall"), {}, 400, "bad_json", ""),
+]
+
+
+@pytest.mark.parametrize("body,headers,status,reason,field", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_refused_with_reason_and_nothing_changes(body, headers, status, reason, field) -> None:
+    api = make_api()
+    assert post(api, GOOD).status == 200
+    before = host_series(api)
+    response = post(api, body, **headers)
+    assert response.status == status, response.body
+    answer = json.loads(response.body)
+    assert answer["reason"] == reason
+    assert answer["error"]
+    if field:
+        assert field in [p["field"] for p in answer["problems"]], answer
+    assert host_series(api) == before
+    assert api.metrics.rejected.labels(reason)._value.get() == 1
+
+
+def test_all_problems_listed_at_once() -> None:
+    doc = good_doc()
+    doc["site"] = 7
+    doc["readings"]["memory"]["total_bytes"] = "lots"
+    del doc["agent"]["version"]
+    answer = json.loads(post(make_api(), json.dumps(doc).encode()).body)
+    assert {p["field"] for p in answer["problems"]} == {"site", "readings.memory.total_bytes", "agent.version"}
+
+
+def test_gzip_report_accepted() -> None:
+    api = make_api()
+    response = post(api, gzip.compress(GOOD), content_encoding="gzip")
+    assert response.status == 200
+    assert 'vdi_host_cpus{host="vda-win-01"' in host_series(api)
+
+
+def test_unknown_keys_are_ignored() -> None:
+    doc = good_doc()
+    doc["future_field"] = {"x": 1}
+    doc["readings"]["gpu"] = {"count": 2}
+    assert post(make_api(), json.dumps(doc).encode()).status == 200
+
+
+def test_metrics_gzip_when_asked() -> None:
+    api = make_api()
+    post(api, GOOD)
+    r = api.handle(Request("GET", "/metrics", {"accept-encoding": "gzip, deflate"}))
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert b"vdi_host_cpus" in gzip.decompress(r.body)
+
+
+def test_routes() -> None:
+    api = make_api()
+    assert api.handle(Request("GET", "/healthz")).status == 200
+    assert api.handle(Request("GET", "/nope")).status == 404
+    assert api.handle(Request("GET", "/api/v1/reports")).status == 405
+    assert api.handle(Request("DELETE", "/metrics")).status == 405
