@@ -152,9 +152,12 @@ def _convert(value: Any, expected: Any) -> Tuple[Any, Optional[str]]:
             return None, f"must be a list, got {_kind(value)}"
         items = []
         for i, item in enumerate(value):
-            converted, error = _convert(item, item_type)
+            if dataclasses.is_dataclass(item_type):
+                converted, error = _table(item, item_type)
+            else:
+                converted, error = _convert(item, item_type)
             if error:
-                return None, f"item {i} {error}"
+                return None, f"item {i}: {error}"
             items.append(converted)
         return tuple(items), None
     if expected is bool:
@@ -174,6 +177,35 @@ def _convert(value: Any, expected: Any) -> Tuple[Any, Optional[str]]:
             return value, None
         return None, f"must be a string, got {_kind(value)}"
     raise TypeError(f"unsupported config type {expected!r}")  # a programming error
+
+
+def _table(value: Any, item_type: type) -> Tuple[Any, Optional[str]]:
+    """One entry of an array of tables (`[[section.key]]`), itself a dataclass."""
+    if not isinstance(value, dict):
+        return None, f"must be a table, got {_kind(value)}"
+    problems: List[str] = []
+    fields = {f.name: f for f in dataclasses.fields(item_type)}
+    hints = _hints(item_type)
+    out: Dict[str, Any] = {}
+    for key, raw in value.items():
+        if key not in fields:
+            problems.append(f"{key}: unknown key (known: {', '.join(sorted(fields))})")
+            continue
+        converted, error = _convert(raw, hints[key])
+        if error:
+            problems.append(f"{key}: {error}")
+            continue
+        check = fields[key].metadata.get("check")
+        if check and not check[0](converted):
+            problems.append(f"{key}: {check[1]}, got {raw!r}")
+            continue
+        out[key] = converted
+    missing = [f.name for f in fields.values()
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in out]
+    problems += [f"{name}: is required" for name in missing]
+    if problems:
+        return None, "; ".join(problems)
+    return item_type(**out), None
 
 
 def _hints(cls: type) -> Dict[str, Any]:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import List, Optional
 
 from agent.configfile import ConfigError
-from collector import __version__
-from collector.config import CollectorConfig, load_collector_config, parse_listen
+from collector import __version__, snapshot
+from collector.auth import PushAuth, ScrapeAuth, hash_password, hash_token, new_token
+from collector.config import CollectorConfig, is_loopback, load_collector_config, parse_listen
 from collector.selfmetrics import SelfMetrics
 from collector.server import Api, EdgeLimits, make_server
 from collector.store import HostStore
@@ -32,7 +38,50 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def token_command(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(prog="vdiwatch-collector token",
+                                description="Create a push token and print the lines for collector.toml.")
+    p.add_argument("--site", required=True, help="the site the token may push for")
+    p.add_argument("--hosts", default="*", help="host-name pattern the token may push for (default *)")
+    p.add_argument("--name", default="", help="a note to recognise the token by in logs")
+    args = p.parse_args(argv)
+    token = new_token()
+    print(f"# Token (give it to the agents, e.g. token_file in agent.toml; it is not shown again):\n{token}\n")
+    print("# Paste into collector.toml:")
+    print("[[auth.tokens]]")
+    print(f"sha256 = {_toml_string(hash_token(token))}")
+    print(f"site = {_toml_string(args.site)}")
+    if args.hosts != "*":
+        print(f"hosts = {_toml_string(args.hosts)}")
+    if args.name:
+        print(f"name = {_toml_string(args.name)}")
+    return 0
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string: its escapes are JSON's."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def hash_password_command(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(prog="vdiwatch-collector hash-password",
+                                description="Hash a password for auth.scrape_basic_password_hash.")
+    p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    args = p.parse_args(argv)
+    password = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass("password: ")
+    if not password:
+        print("the password must not be empty", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        return token_command(argv[1:])
+    if argv[:1] == ["hash-password"]:
+        return hash_password_command(argv[1:])
     args = parse_args(argv)
     try:
         config = load_collector_config(args.config)
@@ -43,28 +92,58 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
+    if not config.auth.tokens and not is_loopback(listen[0]) and not config.auth.insecure:
+        print(f"refusing to listen on {listen[0]} without push authentication: add [[auth.tokens]] "
+              "(see `vdiwatch-collector token`), or set insecure = true in [auth] to accept "
+              "reports from anyone who can reach the port", file=sys.stderr)
+        return 2
     if args.check_config:
         print(f"{args.config or 'built-in defaults'}: OK")
         return 0
     logging.basicConfig(level=(args.log_level or config.collector.log_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not config.auth.tokens and not is_loopback(listen[0]):
+        log.warning("INSECURE: listening on %s without push authentication (auth.insecure = true): "
+                    "anyone who reaches this port can report as any host", listen[0])
     return run(config, listen)
 
 
 def build_api(config: CollectorConfig) -> Api:
-    c = config.collector
+    c, a = config.collector, config.auth
     store = HostStore(missed_intervals=c.missed_intervals, expire_after=c.expire_after,
                       stopped_expire_after=c.stopped_expire_after, max_hosts=c.max_hosts)
     edge = EdgeLimits(c.max_body_bytes, c.max_decompressed_bytes, c.max_json_depth)
-    return Api(store, SelfMetrics(store), config.limits, edge)
+    return Api(store, SelfMetrics(store), config.limits, edge,
+               push_auth=PushAuth(a.tokens),
+               scrape_auth=ScrapeAuth(a.scrape_bearer_sha256, a.scrape_basic_user, a.scrape_basic_password_hash),
+               min_report_interval=c.min_report_interval)
+
+
+def tls_context(config: CollectorConfig) -> Optional[ssl.SSLContext]:
+    t = config.tls
+    if not t.cert_file:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(t.cert_file, t.key_file)
+    if t.client_ca_file:
+        ctx.load_verify_locations(t.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 def run(config: CollectorConfig, listen: tuple) -> int:
     api = build_api(config)
+    snapshot_path = Path(config.collector.snapshot_file) if config.collector.snapshot_file else None
+    if snapshot_path is not None:
+        restored = snapshot.restore(snapshot_path, api.store, config.limits)
+        if restored:
+            log.info("restored %d host(s) from %s", restored, snapshot_path)
     try:
-        server = make_server(api, listen, config.collector.request_timeout)
-    except OSError as e:
-        log.error("cannot listen on %s:%d: %s", listen[0], listen[1], e.strerror or e)
+        tls = tls_context(config)
+        server = make_server(api, listen, config.collector.request_timeout, tls)
+    except (OSError, ssl.SSLError) as e:
+        log.error("cannot listen on %s:%d: %s", listen[0], listen[1], getattr(e, "strerror", None) or e)
         return 1
     stop = threading.Event()
 
@@ -75,16 +154,36 @@ def run(config: CollectorConfig, listen: tuple) -> int:
 
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
-    sweeper = threading.Thread(target=_sweep, args=(api.store, stop), daemon=True, name="expiry")
-    sweeper.start()
+    threading.Thread(target=_sweep, args=(api.store, stop), daemon=True, name="expiry").start()
+    if snapshot_path is not None:
+        threading.Thread(target=_snapshots, args=(api, snapshot_path, config.collector.snapshot_interval, stop),
+                         daemon=True, name="snapshot").start()
     host, port = server.server_address[:2]
-    log.info("vdiwatch-collector %s listening on http://%s:%d/ (metrics at /metrics)", __version__, host, port)
+    scheme = "https" if tls else "http"
+    log.info("vdiwatch-collector %s listening on %s://%s:%d/ (metrics at /metrics)", __version__, scheme, host, port)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()  # joins the request threads: in-flight requests finish
+        if snapshot_path is not None:
+            _write_snapshot(api, snapshot_path)
     log.info("stopped")
     return 0
+
+
+def _write_snapshot(api: Api, path: Path) -> None:
+    try:
+        snapshot.write(path, api.store)
+    except OSError as e:
+        api.metrics.snapshot_failures.inc()
+        log.error("cannot write snapshot %s: %s", path, e.strerror or e)
+        return
+    api.metrics.snapshot_success.set(time.time())
+
+
+def _snapshots(api: Api, path: Path, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        _write_snapshot(api, path)
 
 
 def _sweep(store: HostStore, stop: threading.Event, every: float = 60.0) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
-from agent.configfile import checked, load
+from agent.configfile import ConfigError, checked, load, secret
 from agent.report import Limits
+from collector.auth import TokenScope, is_valid_sha256, parse_password_hash
 
 DEFAULT_LISTEN = "127.0.0.1:9847"
 
@@ -26,18 +27,66 @@ class CollectorSection:
     max_decompressed_bytes: int = checked(8 << 20, _positive, "must be an integer > 0")
     max_json_depth: int = checked(16, _positive, "must be an integer > 0")
     request_timeout: float = checked(10.0, _positive, "must be a number of seconds > 0")
+    min_report_interval: float = checked(1.0, lambda v: v >= 0, "must be a number of seconds >= 0")
+    snapshot_file: str = ""
+    snapshot_interval: float = checked(30.0, _positive, "must be a number of seconds > 0")
     log_level: str = checked("info", lambda v: v.lower() in ("debug", "info", "warning", "error"),
                              "must be one of debug, info, warning, error")
+
+
+def _token_list(tokens: Tuple[TokenScope, ...]) -> bool:
+    return all(is_valid_sha256(t.sha256) and t.site for t in tokens)
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    tokens: Tuple[TokenScope, ...] = checked(
+        (), _token_list, "every token needs sha256 (64 hex digits, from `vdiwatch-collector token`) and site")
+    insecure: bool = False
+    scrape_bearer_sha256: str = checked("", lambda v: not v or is_valid_sha256(v), "must be 64 hex digits")
+    scrape_basic_user: str = ""
+    scrape_basic_password_hash: str = secret()
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
 
 
 @dataclass(frozen=True)
 class CollectorConfig:
     collector: CollectorSection = field(default_factory=CollectorSection)
     limits: Limits = field(default_factory=Limits)
+    auth: AuthSection = field(default_factory=AuthSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+
+    def problems(self) -> list:
+        """Cross-key checks that one key alone cannot make."""
+        out = []
+        a, t = self.auth, self.tls
+        if a.scrape_basic_password_hash and parse_password_hash(a.scrape_basic_password_hash) is None:
+            out.append("auth.scrape_basic_password_hash: must come from `vdiwatch-collector hash-password`")
+        if bool(a.scrape_basic_user) != bool(a.scrape_basic_password_hash):
+            out.append("auth.scrape_basic_user and auth.scrape_basic_password_hash go together")
+        if bool(t.cert_file) != bool(t.key_file):
+            out.append("tls.cert_file and tls.key_file go together")
+        if t.client_ca_file and not t.cert_file:
+            out.append("tls.client_ca_file needs tls.cert_file and tls.key_file")
+        return out
 
 
 def load_collector_config(path: Optional[str]) -> CollectorConfig:
-    return load(path, CollectorConfig)
+    config = load(path, CollectorConfig)
+    problems = config.problems()
+    if problems:
+        raise ConfigError(str(path or "built-in defaults"), problems)
+    return config
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def parse_listen(value: str) -> tuple:

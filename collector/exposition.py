@@ -23,7 +23,7 @@ GAUGE = "gauge"
 
 # (name, type, help) in exposition order. docs/metrics.md documents each one.
 FAMILIES: Tuple[Tuple[str, str, str], ...] = (
-    ("vdi_agent_up", GAUGE, "1 while the host's agent reports, 0 once it missed 3 intervals or said goodbye."),
+    ("vdi_agent_up", GAUGE, "1 while the host's agent reports, 0 once it missed 3 intervals; absent after a goodbye."),
     ("vdi_host_state", GAUGE, "1 for the host's current state (up, stale, stopped, maintenance), 0 for the others."),
     ("vdi_agent_last_report_timestamp_seconds", GAUGE, "When the collector received the host's last report."),
     ("vdi_agent_info", GAUGE, "Agent version and OS; always 1."),
@@ -220,9 +220,13 @@ def _render_sessions(report: Report, add) -> None:
 
 
 def render_live(labels: str, up: bool, state: str) -> Dict[str, str]:
-    """The clock-dependent families for one host: liveness and its one-hot state."""
+    """The clock-dependent families for one host: liveness and its one-hot state.
+
+    A host that said goodbye has no `vdi_agent_up` at all: it is not down, and a
+    clean shutdown must never look like one to an alert rule.
+    """
     return {
-        "vdi_agent_up": f"vdi_agent_up{{{labels}}} {1 if up else 0}\n",
+        "vdi_agent_up": "" if state == "stopped" else f"vdi_agent_up{{{labels}}} {1 if up else 0}\n",
         "vdi_host_state": "".join(
             f'vdi_host_state{{{labels},state="{s}"}} {1 if s == state else 0}\n' for s in HOST_STATES),
     }

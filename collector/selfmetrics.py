@@ -31,11 +31,15 @@ REASON_BAD_CONTENT_TYPE = "bad_content_type"
 REASON_BAD_ENCODING = "bad_encoding"
 REASON_LENGTH_REQUIRED = "length_required"
 REASON_TOO_MANY_HOSTS = "too_many_hosts"
+REASON_TOO_FREQUENT = "too_frequent"
+REASON_UNAUTHENTICATED = "unauthenticated"
+REASON_FORBIDDEN = "forbidden"
 REJECTION_REASONS = (
     contract.REASON_MISSING, contract.REASON_TYPE, contract.REASON_RANGE, contract.REASON_NOT_FINITE,
     contract.REASON_TOO_LONG, contract.REASON_INVALID, contract.REASON_TOO_MANY, contract.REASON_DUPLICATE,
     contract.REASON_SCHEMA, REASON_BAD_JSON, REASON_TOO_DEEP, REASON_BODY_TOO_LARGE,
     REASON_BAD_CONTENT_TYPE, REASON_BAD_ENCODING, REASON_LENGTH_REQUIRED, REASON_TOO_MANY_HOSTS,
+    REASON_TOO_FREQUENT, REASON_UNAUTHENTICATED, REASON_FORBIDDEN,
 )
 
 
@@ -74,6 +78,10 @@ class SelfMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
         self.scrape_duration = Gauge("vdi_collector_scrape_duration_seconds",
                                      "Time taken to render the previous /metrics answer.", registry=r)
+        self.snapshot_success = Gauge("vdi_collector_snapshot_last_success_timestamp_seconds",
+                                      "When the host snapshot was last written.", registry=r)
+        self.snapshot_failures = Counter("vdi_collector_snapshot_failures",
+                                         "Snapshot writes that failed.", registry=r)
         r.register(_HostsByState(store))
 
     def render(self) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import socket
+import ssl
 import threading
 import time
 import zlib
@@ -21,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.report import Limits, Problem, ReportError, parse_report
 from collector import __version__
+from collector.auth import AuthError, PushAuth, ScrapeAuth
 from collector.exposition import render_hosts, render_live
 from collector.selfmetrics import (
     REASON_BAD_CONTENT_TYPE,
@@ -29,6 +32,7 @@ from collector.selfmetrics import (
     REASON_BODY_TOO_LARGE,
     REASON_LENGTH_REQUIRED,
     REASON_TOO_DEEP,
+    REASON_TOO_FREQUENT,
     REASON_TOO_MANY_HOSTS,
     SelfMetrics,
 )
@@ -81,12 +85,17 @@ def json_response(status: int, doc: Any, headers: Optional[Dict[str, str]] = Non
 
 class Api:
     def __init__(self, store: HostStore, metrics: SelfMetrics, limits: Limits = Limits(),
-                 edge: EdgeLimits = EdgeLimits(), clock: Callable[[], float] = time.time):
+                 edge: EdgeLimits = EdgeLimits(), clock: Callable[[], float] = time.time,
+                 push_auth: Optional[PushAuth] = None, scrape_auth: Optional[ScrapeAuth] = None,
+                 min_report_interval: float = 0.0):
         self.store = store
         self.metrics = metrics
         self.limits = limits
         self.edge = edge
         self.clock = clock
+        self.push_auth = push_auth or PushAuth(())
+        self.scrape_auth = scrape_auth or ScrapeAuth()
+        self.min_report_interval = min_report_interval
         self._log_times: Dict[str, float] = {}
         self._log_lock = threading.Lock()
 
@@ -99,6 +108,11 @@ class Api:
         if request.method not in ("GET", "HEAD"):
             return json_response(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"})
         if path == "/metrics":
+            try:
+                self.scrape_auth.check(request.header("authorization"))
+            except AuthError as e:
+                return json_response(401, {"error": e.message, "reason": e.reason},
+                                     {"WWW-Authenticate": 'Basic realm="vdiwatch", charset="UTF-8"'})
             return self.metrics_page(request)
         if path == "/healthz":
             return Response(200, b"ok\n", "text/plain; charset=utf-8")
@@ -111,7 +125,13 @@ class Api:
     def post_report(self, request: Request) -> Response:
         start = time.perf_counter()
         host_hint = ""
+        headers: Dict[str, str] = {}
         try:
+            try:
+                scope = self.push_auth.identify(request.header("authorization"))
+            except AuthError as e:
+                headers["WWW-Authenticate"] = 'Bearer realm="vdiwatch"'
+                raise Rejected(e.status, e.reason, e.message) from None
             raw = self._body(request)
             doc = self._decode(raw)
             if isinstance(doc, dict) and isinstance(doc.get("host"), str):
@@ -121,21 +141,42 @@ class Api:
             except ReportError as e:
                 raise Rejected(400, e.reason, "the report breaks the contract", e.problems) from None
             try:
-                self.store.put(report, raw, self.clock())
+                self.push_auth.check_scope(scope, report.site, report.host)
+            except AuthError as e:
+                raise Rejected(e.status, e.reason, e.message,
+                               [Problem("site", e.reason, e.message)]) from None
+            now = self.clock()
+            self._check_frequency(report, now, headers)
+            try:
+                self.store.put(report, raw, now)
             except StoreFull as e:
                 raise Rejected(429, REASON_TOO_MANY_HOSTS, str(e),
                                [Problem("host", REASON_TOO_MANY_HOSTS, str(e))]) from None
         except Rejected as r:
             self.metrics.rejected.labels(r.reason).inc()
-            self._log_rejection(host_hint or request.header("x-forwarded-for") or "?", r)
+            self._log_rejection(host_hint or "?", r)
             return json_response(r.status, {
                 "error": r.message,
                 "reason": r.reason,
                 "problems": [p.as_dict() for p in r.problems],
-            })
+            }, headers)
         self.metrics.accepted.inc()
         self.metrics.report_duration.observe(time.perf_counter() - start)
         return json_response(200, {"status": "accepted", "host": report.host})
+
+    def _check_frequency(self, report, now: float, headers: Dict[str, str]) -> None:
+        """A host may report at most once per min_report_interval; a goodbye always gets through."""
+        if report.goodbye or self.min_report_interval <= 0:
+            return
+        last = self.store.get(report.host)
+        if last is None or last.report.goodbye:
+            return
+        wait = self.min_report_interval - (now - last.received_at)
+        if wait > 0:
+            headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+            message = f"host {report.host!r} reported {now - last.received_at:.3f} s ago; " \
+                      f"the minimum interval is {self.min_report_interval:g} s"
+            raise Rejected(429, REASON_TOO_FREQUENT, message, [Problem("host", REASON_TOO_FREQUENT, message)])
 
     def _body(self, request: Request) -> bytes:
         ctype = request.header("content-type").split(";", 1)[0].strip().lower()
@@ -301,7 +342,28 @@ class CollectorServer(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def make_server(api: Api, address: Tuple[str, int], request_timeout: float = 10.0) -> CollectorServer:
+class TlsCollectorServer(CollectorServer):
+    """Handshakes in the request thread, so one slow client cannot stall the accept loop."""
+
+    tls: ssl.SSLContext
+
+    def finish_request(self, request, client_address) -> None:
+        request.settimeout(self.request_timeout)
+        try:
+            request = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log.debug("TLS handshake with %s failed: %s", client_address[0], e)
+            return
+        super().finish_request(request, client_address)
+
+
+def make_server(api: Api, address: Tuple[str, int], request_timeout: float = 10.0,
+                tls: Optional[ssl.SSLContext] = None) -> CollectorServer:
     """Bind (port 0 picks a free one) without serving yet; `serve_forever` serves."""
     handler = type("Handler", (_Handler,), {"api": api, "timeout": request_timeout})
-    return CollectorServer(address, handler)
+    cls = CollectorServer
+    if tls is not None:
+        cls = type("Server", (TlsCollectorServer,), {"tls": tls, "request_timeout": request_timeout})
+    if ":" in address[0]:
+        cls = type("Server6", (cls,), {"address_family": socket.AF_INET6})
+    return cls(address, handler)

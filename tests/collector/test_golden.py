@@ -59,4 +59,5 @@ def test_golden_passes_promtool(exposition: str) -> None:
 def test_every_fixture_host_is_exposed(exposition: str) -> None:
     for path in REPORTS:
         host = path.stem.split("-goodbye")[0].split("-maintenance")[0]
-        assert f'vdi_agent_up{{host="{host}"' in exposition
+        assert f'vdi_host_state{{host="{host}"' in exposition
+    assert 'vdi_agent_up{host="vda-win-02"' not in exposition  # said goodbye: stopped, not down

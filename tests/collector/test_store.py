@@ -73,3 +73,9 @@ def test_restore_keeps_newer_entry() -> None:
     old = dataclasses.replace(newer, received_at=1000.0, raw=b"old")
     store.restore([old])
     assert store.get("vda-win-01").raw == b"new"
+
+
+def test_stopped_host_exports_no_agent_up() -> None:
+    from collector.exposition import render_live
+    assert render_live('host="a"', False, "stopped")["vdi_agent_up"] == ""
+    assert render_live('host="a"', False, "stale")["vdi_agent_up"] == 'vdi_agent_up{host="a"} 0\n'

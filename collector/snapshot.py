@@ -1,0 +1,134 @@
+"""The host store on disk, so that a collector restart does not blind the ops room.
+
+The file holds each host's last report exactly as received, with the time it
+arrived; on start every report is checked against the contract again and put
+back, so a host that died while the collector was down shows as down afterwards
+instead of vanishing. It is written to a temporary file, fsynced and renamed over
+the old one: a crash leaves the old snapshot or the new one, never half of one.
+A corrupt, truncated or foreign file is moved aside with one log line.
+
+Format (version 1), binary-safe framing so reports need no re-encoding:
+
+    VDIWATCH-SNAPSHOT 1 <hosts> <written_at>\\n
+    <received_at> <length>\\n<length bytes of report JSON>\\n     (once per host)
+    END <sha256 hex of everything above>\\n
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import List, Tuple
+
+from agent.report import Limits, ReportError, parse_report
+from collector.exposition import render_report
+from collector.store import HostEntry, HostStore
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"VDIWATCH-SNAPSHOT"
+VERSION = 1
+
+
+class SnapshotError(Exception):
+    pass
+
+
+def encode(entries: List[HostEntry], written_at: float) -> bytes:
+    parts = [b"%s %d %d %r\n" % (MAGIC, VERSION, len(entries), written_at)]
+    for e in entries:
+        parts.append(b"%r %d\n" % (e.received_at, len(e.raw)))
+        parts.append(e.raw)
+        parts.append(b"\n")
+    body = b"".join(parts)
+    return body + b"END " + hashlib.sha256(body).hexdigest().encode() + b"\n"
+
+
+def decode(data: bytes) -> List[Tuple[float, bytes]]:
+    """(received_at, raw report) pairs; SnapshotError when the file is not a whole snapshot."""
+    end = data.rfind(b"END ")
+    if end < 0 or not data.endswith(b"\n"):
+        raise SnapshotError("truncated: no END line")
+    body, checksum = data[:end], data[end + 4:].strip()
+    if hashlib.sha256(body).hexdigest().encode() != checksum:
+        raise SnapshotError("checksum mismatch")
+    header, sep, rest = body.partition(b"\n")
+    fields = header.split()
+    if not sep or len(fields) != 4 or fields[0] != MAGIC:
+        raise SnapshotError("not a vdiwatch snapshot")
+    if fields[1] != str(VERSION).encode():
+        raise SnapshotError(f"unsupported snapshot version {fields[1].decode(errors='replace')}")
+    count = int(fields[2])
+    out = []
+    pos = 0
+    for _ in range(count):
+        line_end = rest.index(b"\n", pos)
+        received, length = rest[pos:line_end].split()
+        start = line_end + 1
+        stop = start + int(length)
+        out.append((float(received), rest[start:stop]))
+        pos = stop + 1
+    if pos != len(rest):
+        raise SnapshotError("trailing data after the last host")
+    return out
+
+
+def write(path: Path, store: HostStore, clock=time.time) -> int:
+    """Write the store to `path` atomically; returns the number of hosts written."""
+    entries = store.entries()
+    data = encode(entries, clock())
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return len(entries)
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # not every filesystem lets a directory be fsynced
+    finally:
+        os.close(dir_fd)
+    return len(entries)
+
+
+def restore(path: Path, store: HostStore, limits: Limits, clock=time.time) -> int:
+    """Put the snapshot's hosts back into `store`; a bad file is moved aside. Returns hosts restored."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        log.error("cannot read snapshot %s: %s; starting empty", path, e.strerror or e)
+        return 0
+    try:
+        pairs = decode(data)
+    except (SnapshotError, ValueError) as e:
+        aside = path.with_name(f"{path.name}.corrupt-{int(clock())}")
+        try:
+            os.replace(path, aside)
+        except OSError:
+            aside = path
+        log.error("snapshot %s is unusable (%s); moved it to %s and started empty", path, e, aside)
+        return 0
+    entries = []
+    skipped = 0
+    for received_at, raw in pairs:
+        try:
+            report = parse_report(json.loads(raw), limits)
+        except (ValueError, ReportError):
+            skipped += 1
+            continue
+        entries.append(HostEntry(report.host, report, received_at, render_report(report, received_at), raw))
+    store.restore(entries)
+    if skipped:
+        log.warning("snapshot %s: %d host(s) no longer pass the report checks and were left out", path, skipped)
+    return len(entries)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+import logging
+
+from agent.report import Limits, parse_report
+from collector import snapshot
+from collector.store import HostStore
+from tests.conftest import FIXTURES
+
+NAMES = ("vda-win-01.json", "lvda-07.json", "vda-win-02-goodbye.json")
+
+
+def filled_store() -> HostStore:
+    store = HostStore()
+    for i, name in enumerate(NAMES):
+        raw = (FIXTURES / "reports" / name).read_bytes()
+        store.put(parse_report(json.loads(raw)), raw, received_at=1000.0 + i)
+    return store
+
+
+def test_round_trip_keeps_reports_and_arrival_times(tmp_path) -> None:
+    path = tmp_path / "hosts.snapshot"
+    assert snapshot.write(path, filled_store()) == 3
+    restored = HostStore()
+    assert snapshot.restore(path, restored, Limits()) == 3
+    original = {e.host: e for e in filled_store().entries()}
+    for entry in restored.entries():
+        assert entry.received_at == original[entry.host].received_at
+        assert entry.raw == original[entry.host].raw
+        assert entry.rendered == original[entry.host].rendered
+    assert not (tmp_path / "hosts.snapshot.tmp").exists()
+
+
+def test_truncated_snapshot_moved_aside(tmp_path, caplog) -> None:
+    path = tmp_path / "hosts.snapshot"
+    snapshot.write(path, filled_store())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    store = HostStore()
+    with caplog.at_level(logging.ERROR):
+        assert snapshot.restore(path, store, Limits(), clock=lambda: 42) == 0
+    assert len(store) == 0
+    assert not path.exists()
+    assert (tmp_path / "hosts.snapshot.corrupt-42").exists()
+    assert "unusable" in caplog.text
+
+
+def test_flipped_byte_detected(tmp_path) -> None:
+    path = tmp_path / "s"
+    snapshot.write(path, filled_store())
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert snapshot.restore(path, HostStore(), Limits(), clock=lambda: 1) == 0
+    assert (tmp_path / "s.corrupt-1").exists()
+
+
+def test_foreign_file_moved_aside(tmp_path) -> None:
+    path = tmp_path / "s"
+    path.write_text("this is somebody else's file\n")
+    assert snapshot.restore(path, HostStore(), Limits(), clock=lambda: 7) == 0
+    assert (tmp_path / "s.corrupt-7").read_text() == "this is somebody else's file\n"
+
+
+def test_missing_snapshot_is_a_fresh_start(tmp_path) -> None:
+    assert snapshot.restore(tmp_path / "none", HostStore(), Limits()) == 0
+
+
+def test_report_that_no_longer_passes_is_left_out(tmp_path) -> None:
+    path = tmp_path / "s"
+    snapshot.write(path, filled_store())
+    store = HostStore()
+    assert snapshot.restore(path, store, Limits(max_cpu_modes=6)) == 2  # lvda-07 reports 8 modes
+    assert store.get("lvda-07") is None
+    assert store.get("vda-win-01") is not None
