@@ -68,3 +68,10 @@ def test_config_error_exits_2_naming_file_and_key(tmp_path) -> None:
     assert str(bad) in r.stderr
     assert "collector.listen: must be a string" in r.stderr
     assert "collector.expire_afterr: unknown key" in r.stderr
+
+
+def test_example_config_is_valid_and_matches_defaults() -> None:
+    from agent.configfile import load
+    from collector.config import CollectorConfig
+    from tests.conftest import ROOT
+    assert load(str(ROOT / "config" / "collector.toml"), CollectorConfig) == CollectorConfig()
