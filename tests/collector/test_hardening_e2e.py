@@ -68,7 +68,8 @@ def test_https_with_self_made_ca_and_client_certificates(tmp_path) -> None:
     sh("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=vdiwatch test CA",
        "-keyout", "ca.key", "-out", "ca.pem")
     for name, cn in (("server", "localhost"), ("client", "vda-win-01")):
-        sh("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        sh("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+           "-keyout", f"{name}.key", "-out", f"{name}.csr")
         ext = tmp_path / f"{name}.ext"
         ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n" if name == "server" else "")
         sh("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
