@@ -77,6 +77,7 @@ FAMILIES: Tuple[Tuple[str, str, str], ...] = (
     ("vdi_host_maintenance", GAUGE, "1 when the operator put the host in maintenance."),
 )
 FAMILY_NAMES = tuple(f[0] for f in FAMILIES)
+FAMILY_INDEX = {name: i for i, name in enumerate(FAMILY_NAMES)}
 
 HOST_STATES = ("up", "stale", "stopped", "maintenance")
 # Families rendered at scrape time because they depend on the clock, not on the report.
@@ -105,10 +106,13 @@ def host_labels(report: Report) -> str:
 
 @dataclass(frozen=True)
 class Rendered:
-    """One report rendered: the label prefix and a text chunk per family."""
+    """One report rendered: the label prefix and a UTF-8 chunk per family, in FAMILIES order."""
 
     labels: str
-    chunks: Dict[str, str]
+    chunks: Tuple[bytes, ...]
+
+    def chunk(self, name: str) -> bytes:
+        return self.chunks[FAMILY_INDEX[name]]
 
 
 class _Chunks:
@@ -127,7 +131,9 @@ class _Chunks:
         self.lines.setdefault(name, []).append(line)
 
     def done(self) -> Rendered:
-        return Rendered(self.labels, {k: "".join(v) for k, v in self.lines.items()})
+        lines = self.lines
+        return Rendered(self.labels, tuple("".join(lines[name]).encode("utf-8") if name in lines else b""
+                                           for name in FAMILY_NAMES))
 
 
 def render_report(report: Report, received_at: float) -> Rendered:
@@ -219,29 +225,61 @@ def _render_sessions(report: Report, add) -> None:
         add("vdi_user_memory_bytes", u.memory_bytes, (("user", u.user),))
 
 
-def render_live(labels: str, up: bool, state: str) -> Dict[str, str]:
-    """The clock-dependent families for one host: liveness and its one-hot state.
+def render_live(labels: str, up: bool, state: str) -> Tuple[bytes, bytes]:
+    """The clock-dependent families for one host: `vdi_agent_up` and the one-hot `vdi_host_state`.
 
     A host that said goodbye has no `vdi_agent_up` at all: it is not down, and a
     clean shutdown must never look like one to an alert rule.
     """
-    return {
-        "vdi_agent_up": "" if state == "stopped" else f"vdi_agent_up{{{labels}}} {1 if up else 0}\n",
-        "vdi_host_state": "".join(
-            f'vdi_host_state{{{labels},state="{s}"}} {1 if s == state else 0}\n' for s in HOST_STATES),
-    }
+    up_line = b"" if state == "stopped" else f"vdi_agent_up{{{labels}}} {1 if up else 0}\n".encode("utf-8")
+    states = "".join(f'vdi_host_state{{{labels},state="{s}"}} {1 if s == state else 0}\n' for s in HOST_STATES)
+    return up_line, states.encode("utf-8")
 
 
-def render_hosts(hosts: Iterable[Tuple[Rendered, Dict[str, str]]]) -> str:
-    """Join every host's chunks family by family, each family under one HELP/TYPE header."""
+_HEADERS = tuple(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode("utf-8")
+                 for name, kind, help_text in FAMILIES)
+LIVE_INDEX = tuple(FAMILY_INDEX[name] for name in LIVE_FAMILIES)
+
+
+class Columns:
+    """Pre-rendered chunks by family, then by host: a scrape joins each column once.
+
+    Not thread-safe by itself: the store changes and copies it under its lock.
+    Insertion order is kept, so a host stays in its place across reports.
+    """
+
+    def __init__(self) -> None:
+        self._columns: List[Dict[str, bytes]] = [{} for _ in FAMILIES]
+
+    def set(self, host: str, rendered: Rendered) -> None:
+        for column, chunk in zip(self._columns, rendered.chunks):
+            if chunk:
+                column[host] = chunk
+            else:
+                column.pop(host, None)
+
+    def remove(self, host: str) -> None:
+        for column in self._columns:
+            column.pop(host, None)
+
+    def copy(self) -> List[List[bytes]]:
+        return [list(column.values()) for column in self._columns]
+
+
+def family_parts(columns: Sequence[Sequence[bytes]]) -> List[bytes]:
+    """HELP/TYPE header and chunks of every non-empty family, ready to be written out."""
+    parts: List[bytes] = []
+    for header, column in zip(_HEADERS, columns):
+        if any(column):
+            parts.append(header)
+            parts.extend(column)
+    return parts
+
+
+def render_hosts(hosts: Iterable[Tuple[Rendered, Tuple[bytes, bytes]]]) -> bytes:
+    """The exposition of `hosts` (each rendered report with its live chunks), in the order given."""
     hosts = list(hosts)
-    parts: List[str] = []
-    for name, kind, help_text in FAMILIES:
-        if name in LIVE_FAMILIES:
-            body = "".join(live.get(name, "") for _, live in hosts)
-        else:
-            body = "".join(r.chunks.get(name, "") for r, _ in hosts)
-        if body:
-            parts.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-            parts.append(body)
-    return "".join(parts)
+    columns: List[List[bytes]] = [[r.chunks[i] for r, _ in hosts] for i in range(len(FAMILIES))]
+    for which, i in enumerate(LIVE_INDEX):
+        columns[i] = [live[which] for _, live in hosts]
+    return b"".join(family_parts(columns))

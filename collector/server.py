@@ -9,7 +9,6 @@ a minute per host, so a broken agent cannot flood the log.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import socket
@@ -19,12 +18,12 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from agent.report import Limits, Problem, ReportError, parse_report
 from collector import __version__
 from collector.auth import AuthError, PushAuth, ScrapeAuth
-from collector.exposition import render_hosts, render_live
+from collector.exposition import family_parts
 from collector.selfmetrics import (
     REASON_BAD_CONTENT_TYPE,
     REASON_BAD_ENCODING,
@@ -57,9 +56,13 @@ class Request:
 @dataclass
 class Response:
     status: int
-    body: bytes = b""
+    body: Union[bytes, List[bytes]] = b""  # a list is written part by part, never joined
     content_type: str = "application/json"
     headers: Dict[str, str] = field(default_factory=dict)
+
+    def payload(self) -> bytes:
+        """The whole body as one bytes object (tests and small answers)."""
+        return b"".join(self.body) if isinstance(self.body, list) else self.body
 
 
 @dataclass(frozen=True)
@@ -243,15 +246,14 @@ class Api:
 
     def metrics_page(self, request: Request) -> Response:
         start = time.perf_counter()
-        now = self.clock()
-        self.store.expire(now)
-        hosts = [(e.rendered, render_live(e.rendered.labels, live.up, live.state))
-                 for e, live in self.store.live_view(now)]
-        text = render_hosts(hosts) + self.metrics.render()
-        body = text.encode("utf-8")
+        parts = family_parts(self.store.exposition(self.clock()))
+        parts.append(self.metrics.render().encode("utf-8"))
         headers = {}
+        body: Union[bytes, List[bytes]] = parts
         if "gzip" in request.header("accept-encoding"):
-            body = gzip.compress(body, compresslevel=1)
+            deflate = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            body = [deflate.compress(p) for p in parts]
+            body.append(deflate.flush())
             headers["Content-Encoding"] = "gzip"
         self.metrics.scrape_duration.set(time.perf_counter() - start)
         return Response(200, body, EXPOSITION_TYPE, headers)
@@ -323,14 +325,15 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve
 
     def _send(self, response: Response) -> None:
+        parts = response.body if isinstance(response.body, list) else [response.body]
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Content-Length", str(sum(map(len, parts))))
         for k, v in response.headers.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(response.body)
+            self.wfile.writelines(parts)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)

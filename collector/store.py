@@ -6,7 +6,8 @@ Contract (relied on by the HTTP edge, the snapshot writer and the exposition):
   are atomic: a reader sees a host either before or after a report, never half.
 - Entries are immutable. A new report replaces the host's entry as a whole, so
   readers take a list of entries under the lock and render it outside the lock;
-  a scrape never blocks ingest for longer than a list copy.
+  a scrape never blocks ingest for longer than a list copy. The pre-rendered
+  exposition (`Columns`) changes under the same lock as the entries it mirrors.
 - Only valid reports reach the store: validation happens at the edge. `put`
   refuses a new host past `max_hosts` (known hosts always get through) and
   changes nothing when it refuses.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from agent.report import Report
-from collector.exposition import HOST_STATES, Rendered, render_report
+from collector.exposition import HOST_STATES, LIVE_INDEX, Columns, Rendered, render_live, render_report
 
 
 class StoreFull(Exception):
@@ -62,6 +63,8 @@ class HostStore:
         self.max_hosts = max_hosts
         self._lock = threading.Lock()
         self._hosts: Dict[str, HostEntry] = {}
+        self._columns = Columns()
+        self._live: Dict[Tuple[str, bool, str], Tuple[bytes, bytes]] = {}
 
     def put(self, report: Report, raw: bytes, received_at: Optional[float] = None) -> HostEntry:
         """Store `report` as its host's latest; raise StoreFull for a new host past the cap."""
@@ -71,6 +74,7 @@ class HostStore:
             if report.host not in self._hosts and len(self._hosts) >= self.max_hosts:
                 raise StoreFull(f"the collector holds its maximum of {self.max_hosts} hosts")
             self._hosts[report.host] = entry
+            self._columns.set(report.host, entry.rendered)
         return entry
 
     def restore(self, entries: List[HostEntry]) -> None:
@@ -80,6 +84,7 @@ class HostStore:
                 current = self._hosts.get(entry.host)
                 if current is None or current.received_at < entry.received_at:
                     self._hosts[entry.host] = entry
+                    self._columns.set(entry.host, entry.rendered)
 
     def get(self, host: str) -> Optional[HostEntry]:
         with self._lock:
@@ -117,6 +122,7 @@ class HostStore:
             gone = [h for h, e in self._hosts.items() if self.expired(e, now)]
             for host in gone:
                 del self._hosts[host]
+                self._columns.remove(host)
         return gone
 
     def counts_by_state(self, now: Optional[float] = None) -> Dict[str, int]:
@@ -125,6 +131,28 @@ class HostStore:
         for entry in self.entries():
             counts[self.liveness(entry, now).state] += 1
         return counts
+
+    def exposition(self, now: Optional[float] = None) -> List[List[bytes]]:
+        """Columns of chunks for one scrape, live families included; expired hosts are dropped first."""
+        now = self.clock() if now is None else now
+        self.expire(now)
+        with self._lock:
+            columns = self._columns.copy()
+            entries = list(self._hosts.values())
+        cache = self._live
+        ups, states = [], []
+        for entry in entries:
+            live = self.liveness(entry, now)
+            key = (entry.rendered.labels, live.up, live.state)
+            chunks = cache.get(key)
+            if chunks is None:
+                chunks = cache[key] = render_live(entry.rendered.labels, live.up, live.state)
+            ups.append(chunks[0])
+            states.append(chunks[1])
+        if len(cache) > 4 * len(entries) + 1024:
+            cache.clear()  # labels of hosts long gone; rebuilt on the next scrape
+        columns[LIVE_INDEX[0]], columns[LIVE_INDEX[1]] = ups, states
+        return columns
 
     def live_view(self, now: Optional[float] = None) -> List[Tuple[HostEntry, Liveness]]:
         """Entries still within their expiry, with their liveness, for one scrape."""

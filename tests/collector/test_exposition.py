@@ -19,7 +19,7 @@ def exposition(*names: str, received_at: float = 1796083200.0) -> str:
     for name in names:
         rendered = render_report(load(name), received_at)
         hosts.append((rendered, render_live(rendered.labels, True, "up")))
-    return render_hosts(hosts)
+    return render_hosts(hosts).decode()
 
 
 def test_escape_label_values() -> None:

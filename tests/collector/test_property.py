@@ -62,7 +62,7 @@ def check(api: Api, body: bytes) -> None:
     if r.status != 200:
         answer = json.loads(r.body)
         assert answer["reason"] and answer["problems"]
-    text = api.handle(Request("GET", "/metrics")).body.decode()
+    text = api.handle(Request("GET", "/metrics")).payload().decode()
     families = list(text_string_to_metric_families(text))  # raises on a broken exposition
     assert families
 

@@ -32,7 +32,7 @@ def post(api: Api, body: bytes, **headers: str):
 
 
 def host_series(api: Api) -> str:
-    text = api.handle(Request("GET", "/metrics")).body.decode()
+    text = api.handle(Request("GET", "/metrics")).payload().decode()
     return "".join(line + "\n" for line in text.splitlines()
                    if line.startswith("vdi_") and not line.startswith("vdi_collector_"))
 
@@ -140,7 +140,7 @@ def test_metrics_gzip_when_asked() -> None:
     post(api, GOOD)
     r = api.handle(Request("GET", "/metrics", {"accept-encoding": "gzip, deflate"}))
     assert r.headers["Content-Encoding"] == "gzip"
-    assert b"vdi_host_cpus" in gzip.decompress(r.body)
+    assert b"vdi_host_cpus" in gzip.decompress(r.payload())
 
 
 def test_routes() -> None:

@@ -77,5 +77,5 @@ def test_restore_keeps_newer_entry() -> None:
 
 def test_stopped_host_exports_no_agent_up() -> None:
     from collector.exposition import render_live
-    assert render_live('host="a"', False, "stopped")["vdi_agent_up"] == ""
-    assert render_live('host="a"', False, "stale")["vdi_agent_up"] == 'vdi_agent_up{host="a"} 0\n'
+    assert render_live('host="a"', False, "stopped")[0] == b""
+    assert render_live('host="a"', False, "stale")[0] == b'vdi_agent_up{host="a"} 0\n'
