@@ -94,7 +94,7 @@ def escape(value: str) -> str:
 def number(value: float) -> str:
     if value != value:  # NaN never passes validation; keep the format valid regardless
         return "NaN"
-    if value == int(value) and abs(value) < 1e15:
+    if -1e15 < value < 1e15 and value == int(value):
         return str(int(value))
     return repr(float(value))
 
@@ -115,6 +115,9 @@ class Rendered:
         return self.chunks[FAMILY_INDEX[name]]
 
 
+_FRAGMENTS: Dict[Tuple[Tuple[str, str], ...], str] = {}
+
+
 class _Chunks:
     def __init__(self, labels: str):
         self.labels = labels
@@ -124,11 +127,19 @@ class _Chunks:
         if value is None:
             return
         if extra:
-            more = ",".join(f'{k}="{escape(v)}"' for k, v in extra)
+            more = _FRAGMENTS.get(extra)
+            if more is None:
+                more = ",".join(f'{k}="{escape(v)}"' for k, v in extra)
+                if len(_FRAGMENTS) < 10_000:  # closed sets (state, mode, class...) hit; host-specific ones may not
+                    _FRAGMENTS[extra] = more
             line = f"{name}{{{self.labels},{more}}} {number(value)}\n"
         else:
             line = f"{name}{{{self.labels}}} {number(value)}\n"
-        self.lines.setdefault(name, []).append(line)
+        lines = self.lines.get(name)
+        if lines is None:
+            self.lines[name] = [line]
+        else:
+            lines.append(line)
 
     def done(self) -> Rendered:
         lines = self.lines

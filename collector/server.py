@@ -264,19 +264,19 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _depth_exceeds(doc: Any, limit: int) -> bool:
-    """True when containers nest deeper than `limit` (iterative: no recursion to exhaust)."""
-    stack = [(doc, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+    """True when containers nest deeper than `limit`; level by level, no recursion to exhaust."""
+    level = [doc] if isinstance(doc, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        below = []
+        for node in level:
+            for child in (node.values() if isinstance(node, dict) else node):
+                if isinstance(child, (dict, list)):
+                    below.append(child)
+        level = below
     return False
 
 
