@@ -1,0 +1,276 @@
+"""A simulated virtual-desktop farm: the pure model behind `vdiwatch-sim`.
+
+Given a simulated wall-clock time, `Farm.step(now)` moves every host forward:
+users log on and off along a working-day curve, disconnect over lunch, go idle,
+and non-persistent desktops power down at night (saying goodbye) and come back
+in the morning. Faults can be put on chosen hosts. Each simulated host then
+answers the same collector interface as a real one (`SimHost.readings()`), so
+reports are built and pushed by the agent's own code.
+
+Everything here is deterministic for a given seed: tests step it with literal times.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+FAULTS = ("agent_dies", "cpu_saturated", "memory_exhausted", "disk_filling", "not_accepting",
+          "black_hole", "clock_skew", "maintenance")
+
+GiB = 1024 ** 3
+
+
+def demand(hour: float, weekday: bool = True) -> float:
+    """Share of a group's users working at `hour` (0-24, local time): the working-day curve.
+
+    Night 0.02, ramp 07:00-09:00, plateau 0.9 with a lunchtime dip, decline 16:00-19:00.
+    """
+    if not weekday:
+        return 0.05
+    if hour < 6.5 or hour >= 21:
+        return 0.02
+    if hour < 9:
+        return 0.02 + 0.88 * (hour - 6.5) / 2.5
+    if hour < 16:
+        lunch = 0.25 * math.exp(-((hour - 12.5) ** 2) / 0.25)  # a dip around 12:30
+        return 0.9 - lunch
+    if hour < 19:
+        return 0.9 - 0.8 * (hour - 16) / 3
+    return 0.1 - 0.08 * (hour - 19) / 2
+
+
+@dataclass
+class SimSession:
+    id: int
+    user: str
+    logon_time: float
+    state: str = "active"  # active, idle, disconnected
+    disconnect_time: Optional[float] = None
+    last_input: float = 0.0
+    protocol: str = "ica"
+
+
+@dataclass
+class SimHost:
+    name: str
+    site: str
+    delivery_group: str
+    max_sessions: int
+    pooled: bool  # a non-persistent desktop pool that powers down at night
+    cpus: int = 8
+    memory_bytes: int = 32 * GiB
+    disk_bytes: int = 128 * GiB
+    rng: random.Random = field(default_factory=random.Random)
+    sessions: Dict[int, SimSession] = field(default_factory=dict)
+    faults: Dict[str, float] = field(default_factory=dict)  # fault -> simulated time it started
+    powered: bool = True
+    next_id: int = 1
+    cpu_busy: float = 0.0
+    cpu_idle: float = 0.0
+    disk_used: float = 0.0
+    net_bytes: float = 0.0
+    boot_time: float = 0.0
+    last_step: Optional[float] = None
+    logons: int = 0
+    logoffs: int = 0
+    disconnects: int = 0
+    reconnects: int = 0
+
+    # -- the model -----------------------------------------------------------
+
+    def accepting(self) -> bool:
+        return self.powered and "not_accepting" not in self.faults and "maintenance" not in self.faults
+
+    def reporting(self) -> bool:
+        return self.powered and "agent_dies" not in self.faults
+
+    def step(self, now: float, target: int, dt: float) -> None:
+        """Move sessions towards `target` for this host and advance the counters by `dt` seconds."""
+        if not self.powered:
+            return
+        if "black_hole" in self.faults:
+            target = 0  # accepts logons, but every one fails: the host sits empty
+        if not self.accepting():
+            target = min(target, len(self.sessions))
+        target = min(target, self.max_sessions)
+        connected = [s for s in self.sessions.values() if s.state != "disconnected"]
+        while len(self.sessions) < target:
+            sid = self.next_id
+            self.next_id += 1
+            self.sessions[sid] = SimSession(sid, f"user{self.rng.randrange(100000):05d}", now, last_input=now)
+            self.logons += 1
+        surplus = len(self.sessions) - target
+        for s in sorted(self.sessions.values(), key=lambda s: (s.state != "disconnected", s.logon_time))[:surplus]:
+            del self.sessions[s.id]
+            self.logoffs += 1
+        hour = (now % 86400) / 3600
+        for s in list(self.sessions.values()):
+            if s.state == "disconnected":
+                if self.rng.random() < 0.02 * dt / 15:
+                    s.state, s.disconnect_time, s.last_input = "active", None, now
+                    self.reconnects += 1
+                continue
+            lunch = 12 <= hour < 13.5
+            if self.rng.random() < (0.01 if lunch else 0.0015) * dt / 15:
+                s.state, s.disconnect_time = "disconnected", now
+                self.disconnects += 1
+            elif self.rng.random() < 0.05 * dt / 15:
+                s.last_input = now
+        connected = [s for s in self.sessions.values() if s.state != "disconnected"]
+        load = 0.04 + 0.035 * len(connected)
+        if "cpu_saturated" in self.faults:
+            load = 1.0
+        load = min(load, 1.0)
+        self.cpu_busy += load * self.cpus * dt
+        self.cpu_idle += (1 - load) * self.cpus * dt
+        self.net_bytes += (20_000 + 60_000 * len(connected)) * dt
+        if "disk_filling" in self.faults:
+            self.disk_used = min(self.disk_bytes, self.disk_used + 0.002 * self.disk_bytes * dt / 15)
+
+    def power(self, on: bool, now: float) -> None:
+        if on and not self.powered:
+            self.powered, self.boot_time = True, now
+            # a fresh agent: its lifecycle counters start again, as after any restart
+            self.logons = self.logoffs = self.disconnects = self.reconnects = 0
+        elif not on and self.powered:
+            self.logoffs += len(self.sessions)
+            self.sessions.clear()
+            self.powered = False
+
+    # -- what an agent would read -------------------------------------------
+
+    def readings(self, now: float, idle_after: float = 1800.0) -> Dict[str, object]:
+        counts: Dict[str, Dict[str, int]] = {}
+        oldest = None
+        for s in self.sessions.values():
+            state = s.state
+            if state == "active" and now - s.last_input > idle_after:
+                state = "idle"
+            counts.setdefault(state, {}).setdefault(s.protocol, 0)
+            counts[state][s.protocol] += 1
+            if s.disconnect_time is not None and (oldest is None or s.disconnect_time < oldest):
+                oldest = s.disconnect_time
+        used = 2 * GiB + 600 * 1024 ** 2 * len(self.sessions)
+        if "memory_exhausted" in self.faults:
+            used = self.memory_bytes * 0.98
+        used = min(used, self.memory_bytes)
+        idle = self.cpu_idle
+        return {
+            "cpu": {"count": self.cpus, "seconds": {"user": round(self.cpu_busy * 0.8, 3),
+                                                    "system": round(self.cpu_busy * 0.2, 3),
+                                                    "idle": round(idle, 3)}},
+            "load": {"load1": round(self.cpus * self.cpu_busy / max(1.0, self.cpu_busy + idle), 2),
+                     "load5": 0.0, "load15": 0.0},
+            "memory": {"total_bytes": self.memory_bytes, "available_bytes": self.memory_bytes - used,
+                       "swap_total_bytes": 4 * GiB, "swap_used_bytes": 0},
+            "filesystems": [{"mountpoint": "C:\\", "fstype": "NTFS", "device": "C:\\",
+                             "size_bytes": self.disk_bytes,
+                             "avail_bytes": max(0.0, self.disk_bytes * 0.6 - self.disk_used)}],
+            "disks": [{"device": "PhysicalDrive0", "read_bytes": round(self.net_bytes * 0.3),
+                       "written_bytes": round(self.net_bytes * 0.2), "reads_completed": round(self.net_bytes / 40960),
+                       "writes_completed": round(self.net_bytes / 81920),
+                       "io_time_seconds": round(self.cpu_busy / 10, 3)}],
+            "interfaces": [{"interface": "Ethernet0", "receive_bytes": round(self.net_bytes),
+                            "transmit_bytes": round(self.net_bytes * 3), "receive_packets": round(self.net_bytes / 900),
+                            "transmit_packets": round(self.net_bytes / 1100), "receive_errors": 0,
+                            "transmit_errors": 0, "receive_drops": 0, "transmit_drops": 0}],
+            "system": {"boot_time_seconds": self.boot_time, "processes": 120 + 25 * len(self.sessions)},
+            "sessions": {
+                "source": "simulated",
+                "counts": counts,
+                "users": len({s.user for s in self.sessions.values()}),
+                "total": len(self.sessions),
+                "truncated": False,
+                "oldest_disconnect_time_seconds": oldest,
+                "logons_total": self.logons, "logoffs_total": self.logoffs,
+                "disconnects_total": self.disconnects, "reconnects_total": self.reconnects,
+                "list": [{"id": str(s.id), "logon_time_seconds": s.logon_time, "state": s.state,
+                          "protocol": s.protocol, "user": "u-sim" + s.user[-5:],
+                          "idle_seconds": round(now - s.last_input, 1)} for s in self.sessions.values()][:50],
+            },
+            "capacity": {"max_sessions": self.max_sessions, "accepting_sessions": self.accepting(),
+                         "maintenance": "maintenance" in self.faults},
+        }
+
+    def clock_offset(self) -> float:
+        return 300.0 if "clock_skew" in self.faults else 0.0
+
+
+@dataclass
+class Farm:
+    hosts: List[SimHost]
+    power_down: Tuple[float, float] = (20.0, 6.0)  # pooled desktops off from 20:00 to 06:00
+    last: Optional[float] = None
+
+    @classmethod
+    def build(cls, n_hosts: int, sites: int = 2, groups_per_site: int = 3, max_sessions: int = 20,
+              seed: int = 1) -> "Farm":
+        """n hosts spread over sites and delivery groups; every third group is a pooled VDI pool."""
+        rng = random.Random(seed)
+        groups = [(f"site-{s + 1}", f"group-{s + 1}-{g + 1}", (s * groups_per_site + g) % 3 == 2)
+                  for s in range(sites) for g in range(groups_per_site)]
+        hosts = []
+        for i in range(n_hosts):
+            site, group, pooled = groups[i % len(groups)]
+            hosts.append(SimHost(f"sim-{i + 1:04d}", site, group, 1 if pooled else max_sessions, pooled,
+                                 rng=random.Random(rng.random())))
+        return cls(hosts)
+
+    def groups(self) -> Dict[Tuple[str, str], List[SimHost]]:
+        out: Dict[Tuple[str, str], List[SimHost]] = {}
+        for h in self.hosts:
+            out.setdefault((h.site, h.delivery_group), []).append(h)
+        return out
+
+    def step(self, now: float) -> None:
+        dt = 0.0 if self.last is None else max(0.0, now - self.last)
+        self.last = now
+        hour = (now % 86400) / 3600
+        off_from, off_until = self.power_down
+        night = hour >= off_from or hour < off_until
+        for members in self.groups().values():
+            for h in members:
+                if h.pooled:
+                    h.power(not night, now)
+                if h.boot_time == 0.0:
+                    h.boot_time = now - 3600
+            capacity = sum(h.max_sessions for h in members if h.accepting())
+            total = round(demand(hour) * 0.85 * sum(h.max_sessions for h in members))
+            total = min(total, capacity + sum(len(h.sessions) for h in members if not h.accepting()))
+            self._balance(members, total, now, dt)
+
+    @staticmethod
+    def _balance(members: List[SimHost], total: int, now: float, dt: float) -> None:
+        """Spread the group's sessions like a broker: hosts that do not accept keep what they have."""
+        fixed = {h.name: len(h.sessions) for h in members if not h.accepting()}
+        remaining = max(0, total - sum(fixed.values()))
+        open_hosts = [h for h in members if h.accepting()]
+        share = {h.name: 0 for h in open_hosts}
+        for k in range(remaining):
+            if not open_hosts:
+                break
+            h = open_hosts[k % len(open_hosts)]
+            share[h.name] += 1
+        for h in members:
+            h.step(now, fixed.get(h.name, share.get(h.name, 0)), dt)
+
+    def fault(self, host: str, kind: str, now: float) -> None:
+        if kind not in FAULTS:
+            raise ValueError(f"unknown fault {kind!r}: one of {', '.join(FAULTS)}")
+        self.by_name(host).faults[kind] = now
+
+    def clear(self, host: str, kind: Optional[str] = None) -> None:
+        h = self.by_name(host)
+        if kind is None:
+            h.faults.clear()
+        else:
+            h.faults.pop(kind, None)
+
+    def by_name(self, host: str) -> SimHost:
+        for h in self.hosts:
+            if h.name == host:
+                return h
+        raise KeyError(f"no simulated host {host!r}")
