@@ -105,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not config.auth.tokens and not is_loopback(listen[0]):
         log.warning("INSECURE: listening on %s without push authentication (auth.insecure = true): "
                     "anyone who reaches this port can report as any host", listen[0])
-    return run(config, listen)
+    return run(config, listen, args.config)
 
 
 def build_api(config: CollectorConfig) -> Api:
@@ -132,7 +132,7 @@ def tls_context(config: CollectorConfig) -> Optional[ssl.SSLContext]:
     return ctx
 
 
-def run(config: CollectorConfig, listen: tuple) -> int:
+def run(config: CollectorConfig, listen: tuple, config_path: Optional[str] = None) -> int:
     api = build_api(config)
     snapshot_path = Path(config.collector.snapshot_file) if config.collector.snapshot_file else None
     if snapshot_path is not None:
@@ -154,6 +154,14 @@ def run(config: CollectorConfig, listen: tuple) -> int:
 
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
+    if hasattr(signal, "SIGHUP"):
+        current = [config]
+
+        def reload(_signum: int, _frame: object) -> None:
+            # Signal handlers run between bytecodes of the main thread: hand the work to a thread.
+            threading.Thread(target=_reload, args=(api, config_path, current), daemon=True, name="reload").start()
+
+        signal.signal(signal.SIGHUP, reload)
     threading.Thread(target=_sweep, args=(api.store, stop), daemon=True, name="expiry").start()
     if snapshot_path is not None:
         threading.Thread(target=_snapshots, args=(api, snapshot_path, config.collector.snapshot_interval, stop),
@@ -169,6 +177,28 @@ def run(config: CollectorConfig, listen: tuple) -> int:
             _write_snapshot(api, snapshot_path)
     log.info("stopped")
     return 0
+
+
+def _reload(api: Api, path: Optional[str], current: List[CollectorConfig]) -> None:
+    """Re-read the config and apply the token lists; keep everything as it was if the file is bad."""
+    if path is None:
+        log.warning("SIGHUP: no config file to reload (running on built-in defaults)")
+        return
+    try:
+        new = load_collector_config(path)
+    except ConfigError as e:
+        log.error("SIGHUP: %s; keeping the running configuration", e.render().replace("\n", " "))
+        return
+    a = new.auth
+    api.push_auth = PushAuth(a.tokens)
+    api.scrape_auth = ScrapeAuth(a.scrape_bearer_sha256, a.scrape_basic_user, a.scrape_basic_password_hash)
+    old = current[0]
+    unchanged = [name for name in ("collector", "limits", "tls") if getattr(old, name) != getattr(new, name)]
+    current[0] = new
+    log.info("SIGHUP: reloaded %s: %d push token(s), scrape authentication %s", path, len(a.tokens),
+             "on" if api.scrape_auth.enabled else "off")
+    if unchanged:
+        log.warning("SIGHUP: changes to [%s] take effect only after a restart", "], [".join(unchanged))
 
 
 def _write_snapshot(api: Api, path: Path) -> None:

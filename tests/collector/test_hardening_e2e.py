@@ -150,3 +150,31 @@ def test_goodbye_turns_host_stopped_not_down(collector_process: CollectorProcess
     assert 'vdi_host_state{host="lvda-07",site="Library",delivery_group="Linux \\"Dev\\" Desktops\\\\Pool",' \
            'state="stopped"} 1' in text
     assert 'vdi_agent_up{host="lvda-07"' not in text  # stopped, not down
+
+
+def test_sighup_reloads_tokens_without_dropping_hosts(tmp_path) -> None:
+    fast = "[collector]\nmin_report_interval = 0.0\n"
+    proc = CollectorProcess(tmp_path, token_config(tmp_path, "tok-a", "tok-b", fast)).start()
+    try:
+        assert proc.post(report_fixture("vda-win-01.json"), {"Authorization": "Bearer tok-a"}).status_code == 200
+        library = report_fixture("lvda-07.json")
+        assert proc.post(library, {"Authorization": "Bearer tok-new"}).status_code == 401
+        proc.config_path.write_text(token_config(tmp_path, "tok-a", "tok-new", fast))
+        proc.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "SIGHUP: reloaded" not in proc.log():
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.1)
+        assert proc.post(library, {"Authorization": "Bearer tok-new"}).status_code == 200
+        assert proc.post(library, {"Authorization": "Bearer tok-b"}).status_code == 401  # removed token
+        assert 'vdi_host_state{host="vda-win-01"' in proc.metrics()  # state kept
+        proc.config_path.write_text("[auth]\ntokens = 5\n")
+        proc.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "keeping the running configuration" not in proc.log():
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.1)
+        assert proc.post(library, {"Authorization": "Bearer tok-new"}).status_code == 200
+        assert proc.proc.poll() is None
+    finally:
+        proc.stop()
