@@ -22,11 +22,28 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from agent.report import Report
 from collector.exposition import HOST_STATES, LIVE_INDEX, Columns, Rendered, render_live, render_report
+
+HISTORY_LENGTH = 20
+MAX_REJECTIONS_KEPT = 10_000
+_IDLE_MODES = ("idle", "iowait")
+
+
+def cpu_used_ratio(previous: Optional[Report], current: Report) -> Optional[float]:
+    """Busy share of all CPUs between two reports of one agent; None across a counter reset."""
+    if previous is None or previous.cpu is None or current.cpu is None:
+        return None
+    before, now = dict(previous.cpu.seconds), dict(current.cpu.seconds)
+    total = sum(now.values()) - sum(before.values())
+    idle = sum(now.get(m, 0.0) - before.get(m, 0.0) for m in _IDLE_MODES)
+    if total <= 0 or idle < 0 or idle > total:
+        return None
+    return round(1.0 - idle / total, 4)
 
 
 class StoreFull(Exception):
@@ -40,6 +57,7 @@ class HostEntry:
     received_at: float
     rendered: Rendered
     raw: bytes  # the report as received (decompressed JSON), for snapshots and the status page
+    cpu_used_ratio: Optional[float] = None  # busy share of all CPUs since the previous report
 
     @property
     def interval(self) -> float:
@@ -65,17 +83,65 @@ class HostStore:
         self._hosts: Dict[str, HostEntry] = {}
         self._columns = Columns()
         self._live: Dict[Tuple[str, bool, str], Tuple[bytes, bytes]] = {}
+        self._history: Dict[str, Deque[Tuple[float, str]]] = {}
+        self._rejections: Dict[str, Tuple[float, str, str]] = {}
 
     def put(self, report: Report, raw: bytes, received_at: Optional[float] = None) -> HostEntry:
         """Store `report` as its host's latest; raise StoreFull for a new host past the cap."""
         received_at = self.clock() if received_at is None else received_at
-        entry = HostEntry(report.host, report, received_at, render_report(report, received_at), raw)
+        with self._lock:
+            previous = self._hosts.get(report.host)
+        entry = HostEntry(report.host, report, received_at, render_report(report, received_at), raw,
+                          cpu_used_ratio(previous.report if previous else None, report))
         with self._lock:
             if report.host not in self._hosts and len(self._hosts) >= self.max_hosts:
                 raise StoreFull(f"the collector holds its maximum of {self.max_hosts} hosts")
+            self._note_change(self._hosts.get(report.host), entry)
             self._hosts[report.host] = entry
             self._columns.set(report.host, entry.rendered)
         return entry
+
+    def _note_change(self, previous: Optional[HostEntry], entry: HostEntry) -> None:
+        """Record state changes for the status page: derived states change between reports too."""
+        history = self._history.get(entry.host)
+        if history is None:
+            history = self._history[entry.host] = deque(maxlen=HISTORY_LENGTH)
+        new = self.liveness(entry, entry.received_at).state
+        if previous is None:
+            if not history or history[-1][1] != new:
+                history.append((entry.received_at, new))
+            return
+        before = self.liveness(previous, entry.received_at).state
+        if before == "stale":
+            went_stale = previous.received_at + self.missed_intervals * previous.interval
+            if not history or history[-1][1] != "stale":
+                history.append((went_stale, "stale"))
+        if not history or history[-1][1] != new:
+            history.append((entry.received_at, new))
+
+    def history(self, host: str) -> List[Tuple[float, str]]:
+        """The host's last state changes, oldest first."""
+        with self._lock:
+            entry = self._hosts.get(host)
+            changes = list(self._history.get(host, ()))
+        if entry is not None:
+            now = self.clock()
+            live = self.liveness(entry, now).state
+            if live == "stale" and (not changes or changes[-1][1] != "stale"):
+                changes.append((entry.received_at + self.missed_intervals * entry.interval, "stale"))
+        return changes
+
+    def note_rejection(self, host: str, reason: str, message: str, when: Optional[float] = None) -> None:
+        when = self.clock() if when is None else when
+        with self._lock:
+            self._rejections.pop(host, None)
+            self._rejections[host] = (when, reason, message)
+            while len(self._rejections) > MAX_REJECTIONS_KEPT:
+                del self._rejections[next(iter(self._rejections))]
+
+    def last_rejection(self, host: str) -> Optional[Tuple[float, str, str]]:
+        with self._lock:
+            return self._rejections.get(host)
 
     def restore(self, entries: List[HostEntry]) -> None:
         """Put back entries read from a snapshot (at start, before serving)."""
@@ -123,6 +189,7 @@ class HostStore:
             for host in gone:
                 del self._hosts[host]
                 self._columns.remove(host)
+                self._history.pop(host, None)
         return gone
 
     def counts_by_state(self, now: Optional[float] = None) -> Dict[str, int]:

@@ -79,3 +79,42 @@ def test_stopped_host_exports_no_agent_up() -> None:
     from collector.exposition import render_live
     assert render_live('host="a"', False, "stopped")[0] == b""
     assert render_live('host="a"', False, "stale")[0] == b'vdi_agent_up{host="a"} 0\n'
+
+
+def test_history_records_stale_gap_and_goodbye() -> None:
+    clock = Clock(1000.0)
+    store = HostStore(clock=clock)
+    store.put(report(), b"{}", received_at=1000.0)  # interval 15: stale after 1045
+    store.put(report(), b"{}", received_at=1010.0)
+    store.put(report(), b"{}", received_at=1200.0)
+    store.put(report(goodbye=True), b"{}", received_at=1230.0)
+    clock.now = 5000.0  # long after the goodbye: stopped stays stopped, never stale
+    assert store.history("vda-win-01") == [(1000.0, "up"), (1055.0, "stale"), (1200.0, "up"), (1230.0, "stopped")]
+
+
+def test_history_shows_current_staleness() -> None:
+    clock = Clock(1000.0)
+    store = HostStore(clock=clock)
+    store.put(report(), b"{}", received_at=1000.0)
+    clock.now = 2000.0
+    assert store.history("vda-win-01") == [(1000.0, "up"), (1045.0, "stale")]
+
+
+def test_cpu_used_ratio_between_reports() -> None:
+    from collector.store import cpu_used_ratio
+    a = report()
+    doc = json.loads((FIXTURES / "reports" / "vda-win-01.json").read_text())
+    doc["readings"]["cpu"]["seconds"]["user"] += 30.0
+    doc["readings"]["cpu"]["seconds"]["idle"] += 90.0
+    b = parse_report(doc)
+    assert cpu_used_ratio(a, b) == 0.25
+    assert cpu_used_ratio(b, a) is None  # counters went back: an agent restart
+    assert cpu_used_ratio(None, a) is None
+
+
+def test_last_rejection_is_bounded() -> None:
+    store = HostStore()
+    for i in range(10_005):
+        store.note_rejection(f"h{i}", "wrong_type", "x", when=float(i))
+    assert store.last_rejection("h0") is None
+    assert store.last_rejection("h10004") == (10004.0, "wrong_type", "x")
