@@ -208,7 +208,8 @@ def _write_snapshot(api: Api, path: Path) -> None:
         api.metrics.snapshot_failures.inc()
         log.error("cannot write snapshot %s: %s", path, e.strerror or e)
         return
-    api.metrics.snapshot_success.set(time.time())
+    api.snapshot_at = time.time()
+    api.metrics.snapshot_success.set(api.snapshot_at)
 
 
 def _snapshots(api: Api, path: Path, every: float, stop: threading.Event) -> None:

@@ -19,9 +19,10 @@ import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from urllib.parse import parse_qs, unquote
 
-from agent.report import Limits, Problem, ReportError, parse_report
-from collector import __version__
+from agent.report import HOST_NAME_RE, Limits, Problem, ReportError, parse_report
+from collector import __version__, status
 from collector.auth import AuthError, PushAuth, ScrapeAuth
 from collector.exposition import family_parts
 from collector.selfmetrics import (
@@ -99,6 +100,8 @@ class Api:
         self.push_auth = push_auth or PushAuth(())
         self.scrape_auth = scrape_auth or ScrapeAuth()
         self.min_report_interval = min_report_interval
+        self.activity = status.Activity(clock)
+        self.snapshot_at: Optional[float] = None  # set by whoever writes snapshots
         self._log_times: Dict[str, float] = {}
         self._log_lock = threading.Lock()
 
@@ -110,18 +113,74 @@ class Api:
             return self.post_report(request)
         if request.method not in ("GET", "HEAD"):
             return json_response(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"})
-        if path == "/metrics":
-            try:
-                self.scrape_auth.check(request.header("authorization"))
-            except AuthError as e:
-                return json_response(401, {"error": e.message, "reason": e.reason},
-                                     {"WWW-Authenticate": 'Basic realm="vdiwatch", charset="UTF-8"'})
-            return self.metrics_page(request)
         if path == "/healthz":
             return Response(200, b"ok\n", "text/plain; charset=utf-8")
+        try:
+            self.scrape_auth.check(request.header("authorization"))
+        except AuthError as e:
+            return json_response(401, {"error": e.message, "reason": e.reason},
+                                 {"WWW-Authenticate": 'Basic realm="vdiwatch", charset="UTF-8"'})
+        if path == "/metrics":
+            return self.metrics_page(request)
+        query = _query(request.path)
         if path == "/":
-            return Response(200, _INDEX, "text/html; charset=utf-8")
+            return self.index_page(query)
+        if path == "/api/v1/hosts":
+            return self.hosts_api(query)
+        for prefix, handler in (("/hosts/", self.host_page), ("/api/v1/hosts/", self.host_api)):
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return handler(unquote(path[len(prefix):]))
         return json_response(404, {"error": f"not found: {path}"})
+
+    # -- status page and hosts API -------------------------------------------
+
+    def _rows(self, now: float) -> List[Dict[str, Any]]:
+        return [status.summary(self.store, e, now) for e, _ in self.store.live_view(now)]
+
+    def index_page(self, query: Dict[str, str]) -> Response:
+        now = self.clock()
+        rows = self._rows(now)
+        info = status.health(self.store, self.activity, self.snapshot_at, now)
+        return Response(200, status.render_index(rows, status.select(rows, query), info, query),
+                        "text/html; charset=utf-8", {"Cache-Control": "no-store"})
+
+    def hosts_api(self, query: Dict[str, str]) -> Response:
+        now = self.clock()
+        rows = status.select(self._rows(now), query)
+        return json_response(200, {"collector": status.health(self.store, self.activity, self.snapshot_at, now),
+                                   "hosts": rows})
+
+    def _host(self, host: str):
+        now = self.clock()
+        entry = self.store.get(host)
+        if entry is None or self.store.expired(entry, now):
+            return None, now
+        return entry, now
+
+    def host_page(self, host: str) -> Response:
+        entry, now = self._host(host)
+        if entry is None:
+            return Response(404, status.render_not_found(host), "text/html; charset=utf-8")
+        row = status.summary(self.store, entry, now)
+        return Response(200, status.render_host(row, entry.raw, self.store.history(host), now),
+                        "text/html; charset=utf-8", {"Cache-Control": "no-store"})
+
+    def host_api(self, host: str) -> Response:
+        entry, now = self._host(host)
+        if entry is None:
+            rejection = self.store.last_rejection(host)
+            return json_response(404, {"error": f"no report from host {host!r}", "last_rejection": None
+                                       if rejection is None else {"timestamp_seconds": rejection[0],
+                                                                  "reason": rejection[1], "message": rejection[2]}})
+        try:
+            report = json.loads(entry.raw)
+        except ValueError:
+            report = None
+        return json_response(200, {
+            "host": status.summary(self.store, entry, now),
+            "history": [{"timestamp_seconds": t, "state": s} for t, s in self.store.history(host)],
+            "report": report,
+        })
 
     # -- ingest -------------------------------------------------------------
 
@@ -157,6 +216,9 @@ class Api:
                                [Problem("host", REASON_TOO_MANY_HOSTS, str(e))]) from None
         except Rejected as r:
             self.metrics.rejected.labels(r.reason).inc()
+            self.activity.rejected(r.reason)
+            if HOST_NAME_RE.match(host_hint):
+                self.store.note_rejection(host_hint, r.reason, r.problems[0].message if r.problems else r.message)
             self._log_rejection(host_hint or "?", r)
             return json_response(r.status, {
                 "error": r.message,
@@ -164,6 +226,7 @@ class Api:
                 "problems": [p.as_dict() for p in r.problems],
             }, headers)
         self.metrics.accepted.inc()
+        self.activity.accepted()
         self.metrics.report_duration.observe(time.perf_counter() - start)
         return json_response(200, {"status": "accepted", "host": report.host})
 
@@ -259,6 +322,12 @@ class Api:
         return Response(200, body, EXPOSITION_TYPE, headers)
 
 
+def _query(target: str) -> Dict[str, str]:
+    """The first value of each query parameter."""
+    _, _, qs = target.partition("?")
+    return {k: v[0] for k, v in parse_qs(qs, keep_blank_values=True).items()}
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -278,14 +347,6 @@ def _depth_exceeds(doc: Any, limit: int) -> bool:
                     below.append(child)
         level = below
     return False
-
-
-_INDEX = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>vdiwatch collector</title></head>
-<body><h1>vdiwatch collector {__version__}</h1>
-<ul><li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li></ul>
-</body></html>
-""".encode("utf-8")
 
 
 class _Handler(BaseHTTPRequestHandler):
