@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import logging
@@ -10,7 +11,6 @@ import os
 import signal
 import ssl
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -19,8 +19,9 @@ from agent.configfile import ConfigError
 from collector import __version__, snapshot
 from collector.auth import PushAuth, ScrapeAuth, hash_password, hash_token, new_token
 from collector.config import CollectorConfig, is_loopback, load_collector_config, parse_listen
+from collector.httpserver import HttpServer
 from collector.selfmetrics import SelfMetrics
-from collector.server import Api, EdgeLimits, make_server
+from collector.server import Api, EdgeLimits
 from collector.store import HostStore
 
 log = logging.getLogger("collector")
@@ -141,42 +142,75 @@ def run(config: CollectorConfig, listen: tuple, config_path: Optional[str] = Non
             log.info("restored %d host(s) from %s", restored, snapshot_path)
     try:
         tls = tls_context(config)
-        server = make_server(api, listen, config.collector.request_timeout, tls)
     except (OSError, ssl.SSLError) as e:
-        log.error("cannot listen on %s:%d: %s", listen[0], listen[1], getattr(e, "strerror", None) or e)
+        log.error("cannot load the TLS certificate or key: %s", getattr(e, "strerror", None) or e)
         return 1
-    stop = threading.Event()
-
-    def shut_down(signum: int, _frame: object) -> None:
-        log.info("received %s, finishing requests in flight", signal.Signals(signum).name)
-        stop.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, shut_down)
-    signal.signal(signal.SIGINT, shut_down)
-    if hasattr(signal, "SIGHUP"):
-        current = [config]
-
-        def reload(_signum: int, _frame: object) -> None:
-            # Signal handlers run between bytecodes of the main thread: hand the work to a thread.
-            threading.Thread(target=_reload, args=(api, config_path, current), daemon=True, name="reload").start()
-
-        signal.signal(signal.SIGHUP, reload)
-    threading.Thread(target=_sweep, args=(api.store, stop), daemon=True, name="expiry").start()
-    if snapshot_path is not None:
-        threading.Thread(target=_snapshots, args=(api, snapshot_path, config.collector.snapshot_interval, stop),
-                         daemon=True, name="snapshot").start()
-    host, port = server.server_address[:2]
-    scheme = "https" if tls else "http"
-    log.info("vdiwatch-collector %s listening on %s://%s:%d/ (metrics at /metrics)", __version__, scheme, host, port)
+    server = HttpServer(api, listen[0], listen[1], request_timeout=config.collector.request_timeout, tls=tls)
     try:
-        server.serve_forever(poll_interval=0.2)
+        return asyncio.run(_serve(api, server, config, config_path, snapshot_path, tls is not None))
     finally:
-        server.server_close()  # joins the request threads: in-flight requests finish
         if snapshot_path is not None:
             _write_snapshot(api, snapshot_path)
-    log.info("stopped")
+        log.info("stopped")
+
+
+async def _serve(api: Api, server: HttpServer, config: CollectorConfig, config_path: Optional[str],
+                 snapshot_path: Optional[Path], tls: bool) -> int:
+    try:
+        host, port = await server.start()
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", server.host, server.port, e.strerror or e)
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    current = [config]
+
+    def shut_down(name: str) -> None:
+        log.info("received %s, finishing requests in flight", name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        _on_signal(loop, sig, lambda s=sig: shut_down(signal.Signals(s).name))
+    if hasattr(signal, "SIGHUP"):
+        _on_signal(loop, signal.SIGHUP,
+                   lambda: loop.run_in_executor(None, _reload, api, config_path, current))
+    background = [asyncio.ensure_future(_every(60.0, stop, lambda: _expire(api)))]
+    if snapshot_path is not None:
+        background.append(asyncio.ensure_future(
+            _every(config.collector.snapshot_interval, stop,
+                   lambda: loop.run_in_executor(None, _write_snapshot, api, snapshot_path))))
+    log.info("vdiwatch-collector %s listening on %s://%s:%d/ (metrics at /metrics)", __version__,
+             "https" if tls else "http", host, port)
+    await stop.wait()
+    await server.stop()
+    for task in background:
+        task.cancel()
     return 0
+
+
+def _on_signal(loop: asyncio.AbstractEventLoop, sig: int, callback) -> None:
+    try:
+        loop.add_signal_handler(sig, callback)
+    except (NotImplementedError, RuntimeError):  # Windows: plain handlers, called between bytecodes
+        signal.signal(sig, lambda _s, _f: loop.call_soon_threadsafe(callback))
+
+
+async def _every(seconds: float, stop: asyncio.Event, action) -> None:
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+            return
+        except asyncio.TimeoutError:
+            result = action()
+            if asyncio.isfuture(result):
+                await result
+
+
+def _expire(api: Api) -> None:
+    """Drop expired hosts even when nobody scrapes, so memory stays flat."""
+    gone = api.store.expire()
+    if gone:
+        log.info("expired %d silent host(s)", len(gone))
 
 
 def _reload(api: Api, path: Optional[str], current: List[CollectorConfig]) -> None:
@@ -212,14 +246,3 @@ def _write_snapshot(api: Api, path: Path) -> None:
     api.metrics.snapshot_success.set(api.snapshot_at)
 
 
-def _snapshots(api: Api, path: Path, every: float, stop: threading.Event) -> None:
-    while not stop.wait(every):
-        _write_snapshot(api, path)
-
-
-def _sweep(store: HostStore, stop: threading.Event, every: float = 60.0) -> None:
-    """Drop expired hosts even when nobody scrapes, so memory stays flat."""
-    while not stop.wait(every):
-        gone = store.expire()
-        if gone:
-            log.info("expired %d silent host(s)", len(gone))

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import ssl
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 from urllib.parse import parse_qs, unquote
 
 from agent.report import HOST_NAME_RE, Limits, Problem, ReportError, parse_report
-from collector import __version__, status
+from collector import status
 from collector.auth import AuthError, PushAuth, ScrapeAuth
 from collector.exposition import family_parts
 from collector.selfmetrics import (
@@ -30,7 +27,6 @@ from collector.selfmetrics import (
     REASON_BAD_ENCODING,
     REASON_BAD_JSON,
     REASON_BODY_TOO_LARGE,
-    REASON_LENGTH_REQUIRED,
     REASON_TOO_DEEP,
     REASON_TOO_FREQUENT,
     REASON_TOO_MANY_HOSTS,
@@ -315,7 +311,7 @@ class Api:
         body: Union[bytes, List[bytes]] = parts
         if "gzip" in request.header("accept-encoding"):
             deflate = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            body = [deflate.compress(block) for block in _blocks(parts)]
+            body = [deflate.compress(b"".join(parts[i:i + 512])) for i in range(0, len(parts), 512)]
             body.append(deflate.flush())
             headers["Content-Encoding"] = "gzip"
         self.metrics.scrape_duration.set(time.perf_counter() - start)
@@ -347,105 +343,3 @@ def _depth_exceeds(doc: Any, limit: int) -> bool:
                     below.append(child)
         level = below
     return False
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: Api
-    server_version = f"vdiwatch-collector/{__version__}"
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out as separate writes; with Nagle's algorithm on, the
-    # client's delayed ACK would hold every answer back by up to 40 ms.
-    disable_nagle_algorithm = True
-
-    def _serve(self) -> None:
-        body = b""
-        if self.command == "POST":
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                self._send(json_response(411, {"error": "Content-Length is required",
-                                               "reason": REASON_LENGTH_REQUIRED}))
-                self.api.metrics.rejected.labels(REASON_LENGTH_REQUIRED).inc()
-                self.close_connection = True
-                return
-            n = int(length)
-            if n > self.api.edge.max_body_bytes:
-                self.api.metrics.rejected.labels(REASON_BODY_TOO_LARGE).inc()
-                self._send(json_response(413, {
-                    "error": f"the body must be at most {self.api.edge.max_body_bytes} bytes",
-                    "reason": REASON_BODY_TOO_LARGE,
-                    "problems": [{"field": "", "reason": REASON_BODY_TOO_LARGE,
-                                  "message": "request body too large"}]}))
-                self.close_connection = True  # the unread body makes the connection unusable
-                return
-            body = self.rfile.read(n)
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            response = self.api.handle(Request(self.command, self.path, headers, body))
-        except Exception:  # noqa: BLE001 - the one place where an unexpected error is reported
-            log.exception("internal error while serving %s %s", self.command, self.path)
-            response = json_response(500, {"error": "internal error; see the collector's log"})
-        self._send(response)
-
-    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _serve
-
-    def _send(self, response: Response) -> None:
-        parts = response.body if isinstance(response.body, list) else [response.body]
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(sum(map(len, parts))))
-        for k, v in response.headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            for block in _blocks(parts):
-                self.wfile.write(block)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-def _blocks(parts: List[bytes], size: int = 1 << 18) -> Iterator[bytes]:
-    """Many small parts as few large writes: one syscall and TCP segment per part would be slow."""
-    pending: List[bytes] = []
-    pending_size = 0
-    for part in parts:
-        pending.append(part)
-        pending_size += len(part)
-        if pending_size >= size:
-            yield b"".join(pending)
-            pending, pending_size = [], 0
-    if pending:
-        yield b"".join(pending)
-
-
-class CollectorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = True
-    request_queue_size = 128
-
-
-class TlsCollectorServer(CollectorServer):
-    """Handshakes in the request thread, so one slow client cannot stall the accept loop."""
-
-    tls: ssl.SSLContext
-
-    def finish_request(self, request, client_address) -> None:
-        request.settimeout(self.request_timeout)
-        try:
-            request = self.tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            log.debug("TLS handshake with %s failed: %s", client_address[0], e)
-            return
-        super().finish_request(request, client_address)
-
-
-def make_server(api: Api, address: Tuple[str, int], request_timeout: float = 10.0,
-                tls: Optional[ssl.SSLContext] = None) -> CollectorServer:
-    """Bind (port 0 picks a free one) without serving yet; `serve_forever` serves."""
-    handler = type("Handler", (_Handler,), {"api": api, "timeout": request_timeout})
-    cls = CollectorServer
-    if tls is not None:
-        cls = type("Server", (TlsCollectorServer,), {"tls": tls, "request_timeout": request_timeout})
-    if ":" in address[0]:
-        cls = type("Server6", (cls,), {"address_family": socket.AF_INET6})
-    return cls(address, handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 
 import pytest
 import requests
@@ -75,3 +76,35 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
     from collector.config import CollectorConfig
     from tests.conftest import ROOT
     assert load(str(ROOT / "config" / "collector.toml"), CollectorConfig) == CollectorConfig()
+
+
+def test_idle_and_slow_connections_do_not_block_others_and_time_out(tmp_path) -> None:
+    proc = CollectorProcess(tmp_path, "[collector]\nrequest_timeout = 1.0\n").start()
+    idle = []
+    try:
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", proc.port), timeout=5))
+        slow = idle[0]
+        slow.sendall(b"POST /api/v1/reports HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        assert proc.post(report_fixture("lvda-07.json")).status_code == 200
+        time.sleep(1.5)
+        slow.settimeout(2)
+        assert slow.recv(100) == b""  # closed by the server after request_timeout
+        assert proc.post(report_fixture("vda-win-01.json")).status_code == 200
+    finally:
+        for s in idle:
+            s.close()
+        proc.stop()
+
+
+def test_keep_alive_and_expect_continue(collector_process: CollectorProcess) -> None:
+    body = report_fixture("lvda-07.json")
+    with socket.create_connection(("127.0.0.1", collector_process.port), timeout=5) as s:
+        s.sendall(b"POST /api/v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(body)
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in first
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
