@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 
 def weight(url: str, host: str) -> int:
@@ -55,3 +55,40 @@ class Chooser:
     @property
     def preferred(self) -> str:
         return self.order[0]
+
+
+class FailoverPusher:
+    """Pushes through the host's preferred collector, moving down its ranking on failures.
+
+    Each candidate gets an equal share of the time left before the next
+    collection, so a dead first choice still leaves time for the next one within
+    the same interval. A refusal (4xx) is an answer, not a failure: the report is
+    not sent elsewhere, since every replica checks reports the same way.
+    """
+
+    def __init__(self, urls: Sequence[str], host: str, *, pushers: Dict[str, "object"],
+                 chooser: Optional[Chooser] = None, chooser_cache: Optional[Dict[str, Chooser]] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.pushers = pushers
+        if chooser is None and chooser_cache is not None:
+            chooser = chooser_cache.get(host)
+            if chooser is None:
+                chooser = chooser_cache[host] = Chooser(urls, host)
+        self.chooser = chooser or Chooser(urls, host)
+        self.clock = clock
+
+    def push(self, report: dict, deadline: float, sleep=None):
+        candidates = self.chooser.candidates()
+        result = None
+        for i, url in enumerate(candidates):
+            left = deadline - self.clock()
+            if left <= 0:
+                break
+            share = deadline if i == len(candidates) - 1 else self.clock() + left / (len(candidates) - i)
+            result = self.pushers[url].push(report, share, sleep)
+            if result.outcome == "failed":
+                self.chooser.failed(url)
+                continue
+            self.chooser.succeeded(url)
+            return result
+        return result

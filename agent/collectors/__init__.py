@@ -124,8 +124,9 @@ class Runner:
 def build(ctx: Context, disabled: Tuple[str, ...] = (), enabled: Tuple[str, ...] = ()) -> List[Collector]:
     """Instantiate collectors: the default-enabled ones plus `enabled`, minus `disabled`."""
     collectors = []
+    registry = load_all()  # once: a module that cannot be imported is logged once, not once per name
     for name in MODULES:
-        reg = load_all().get(name)
+        reg = registry.get(name)
         if reg is None:
             continue
         on = (reg.default_enabled or name in enabled) and name not in disabled

@@ -1,0 +1,125 @@
+"""vdiwatch-agent: the command line, and the only place that wires the agent's parts together.
+
+    vdiwatch-agent --config /etc/vdiwatch/agent.toml      # report every interval until stopped
+    vdiwatch-agent --once --print                         # show the report for this machine, send nothing
+    vdiwatch-agent --config agent.toml --check-config     # exit 0 when the config is usable, else 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, List, Optional
+from urllib.parse import urlsplit
+
+from agent import __version__, collectors
+from agent.config import LOG_LEVELS, AgentConfig, is_collector_url, load_agent_config, resolve_host
+from agent.configfile import ConfigError
+from agent.push import Pusher
+from agent.runner import Agent, os_name, waiter
+
+log = logging.getLogger("agent")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vdiwatch-agent",
+                                description="Report this host's sessions and resource use to a vdiwatch collector.")
+    p.add_argument("--config", default=os.environ.get("VDIWATCH_AGENT_CONFIG") or None,
+                   help="TOML config file (default: $VDIWATCH_AGENT_CONFIG, else built-in defaults)")
+    p.add_argument("--collector", metavar="URL", help="collector URL (overrides collector_url of the config)")
+    p.add_argument("--once", action="store_true", help="collect and push one report, then exit")
+    p.add_argument("--print", action="store_true",
+                   help="with --once: print the report as JSON on standard output and push nothing")
+    p.add_argument("--check-config", action="store_true", help="validate the config and exit (0: usable, 2: not)")
+    p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="overrides log_level of the config")
+    p.add_argument("--version", action="version", version=f"vdiwatch-agent {__version__}")
+    args = p.parse_args(argv)
+    if args.print and not args.once:
+        p.error("--print needs --once")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors: argparse has printed them
+        return e.code if isinstance(e.code, int) else EXIT_CONFIG
+    try:
+        config = load_agent_config(args.config)
+        if args.collector:
+            if not is_collector_url(args.collector):
+                raise ConfigError("--collector", [f"must be an http:// or https:// URL, got {args.collector!r}"])
+            config = dataclasses.replace(config, agent=dataclasses.replace(config.agent,
+                                                                           collector_url=args.collector))
+        host = resolve_host(config.agent.host)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(f"{args.config or 'built-in defaults'}: OK (host {host}, collector {config.agent.collector_url})")
+        return EXIT_OK
+    logging.basicConfig(level=(args.log_level or config.agent.log_level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(config, host, once=args.once, print_only=args.print)
+
+
+def build_agent(config: AgentConfig, host: str, stop: threading.Event, psutil_module: Any = None) -> Agent:
+    if psutil_module is None:
+        import psutil as psutil_module
+    os = os_name()
+    ctx = collectors.Context(psutil=psutil_module, config=config, platform=os)
+    runner = collectors.Runner(collectors.build(ctx, disabled=config.agent.disabled_collectors))
+    a = config.agent
+    if a.token and urlsplit(a.collector_url).scheme == "http" and urlsplit(a.collector_url).hostname not in (
+            "127.0.0.1", "localhost", "::1"):
+        log.warning("the push token is sent in clear text to %s: use https:// for a collector on the network",
+                    a.collector_url)
+    pusher = Pusher(a.collector_url, token=a.token, timeout=a.timeout, ca_file=a.ca_file, sleep=waiter(stop))
+    return Agent(config=config, host=host, runner=runner, pusher=pusher, stop=stop, os=os)
+
+
+def run(config: AgentConfig, host: str, *, once: bool = False, print_only: bool = False) -> int:
+    stop = threading.Event()
+    agent = build_agent(config, host, stop)
+    try:
+        if once:
+            report = agent.report()
+            if print_only:
+                json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
+                sys.stdout.write("\n")
+                return EXIT_OK
+            result = agent.pusher.push(report, time.monotonic() + config.agent.interval)
+            log.info("report %s (HTTP %s, %d attempt(s))", result.outcome, result.status, result.attempts)
+            return EXIT_OK if result.accepted else EXIT_FAILED
+        _handle_signals(stop)
+        log.info("vdiwatch-agent %s started", __version__)
+        agent.run()
+        return EXIT_OK
+    finally:
+        agent.pusher.close()
+
+
+def _handle_signals(stop: threading.Event) -> None:
+    """SIGTERM (service stop), SIGINT (Ctrl-C) and SIGBREAK (Ctrl-Break, Windows) end the loop
+    with a goodbye; a second one stops at once."""
+    def handler(signum: int, _frame: object) -> None:
+        log.info("received %s, sending the goodbye report", signal.Signals(signum).name)
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)

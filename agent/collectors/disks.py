@@ -1,0 +1,81 @@
+"""Cumulative I/O counters of the host's block devices.
+
+On Linux, psutil lists every line of /proc/diskstats: whole disks, their
+partitions and virtual devices. Loop, RAM (ram, zram) and floppy devices are
+left out, and so is a partition whose whole disk is listed too (sda1 next to
+sda, nvme0n1p1 next to nvme0n1), since the disk already counts its I/O.
+Device-mapper and md devices are kept: they are the volumes people know. At
+most `Limits.max_disks` entries are reported, the first by name.
+
+`io_time_seconds` is the time the device was busy (Linux `busy_time`, in ms).
+Windows has no busy time; there it is the sum of read and write time, which can
+exceed wall-clock time when requests overlap.
+
+Sample reading (Windows)::
+
+    [{"device": "PhysicalDrive0", "read_bytes": 98765432100, "written_bytes": 123456789000,
+      "reads_completed": 4567890, "writes_completed": 7654321, "io_time_seconds": 3456.5}]
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Dict, List, Optional
+
+from agent.collectors import Collector, register
+from agent.collectors._common import fits_label, os_name
+from agent.report import DEFAULT_LIMITS
+
+log = logging.getLogger(__name__)
+
+_VIRTUAL_RE = re.compile(r"^(loop|ram|zram|fd)\d+$")
+# sda1 -> sda, xvdb2 -> xvdb; nvme0n1p1 -> nvme0n1, mmcblk0p2 -> mmcblk0.
+_PARTITION_RES = (re.compile(r"^(.*\d)p\d+$"), re.compile(r"^([a-z]+)\d+$"))
+
+
+def parent_disk(name: str) -> Optional[str]:
+    """The whole disk a Linux partition name belongs to, if it looks like one."""
+    for pattern in _PARTITION_RES:
+        m = pattern.match(name)
+        if m:
+            return m.group(1)
+    return None
+
+
+def linux_skipped(name: str, names: Any) -> bool:
+    if _VIRTUAL_RE.match(name):
+        return True
+    parent = parent_disk(name)
+    return parent is not None and parent in names
+
+
+@register("disks")
+class DisksCollector(Collector):
+    max_entries = DEFAULT_LIMITS.max_disks
+
+    def __init__(self, ctx: Any):
+        super().__init__(ctx)
+        self._warned_cap = False
+
+    def collect(self) -> List[Dict[str, Any]]:
+        counters = self.ctx.psutil.disk_io_counters(perdisk=True)
+        if not counters:  # None when the host has no disks psutil can read
+            return []
+        linux = os_name(self.ctx) == "linux"
+        names = [n for n in sorted(counters) if not (linux and linux_skipped(n, counters)) and fits_label(n)]
+        if len(names) > self.max_entries:
+            if not self._warned_cap:
+                self._warned_cap = True
+                log.warning("%d disks: reporting the first %d by name", len(names), self.max_entries)
+            del names[self.max_entries:]
+        out = []
+        for name in names:
+            c = counters[name]
+            busy_ms = getattr(c, "busy_time", None)
+            if busy_ms is None:
+                busy_ms = c.read_time + c.write_time
+            out.append({"device": name, "read_bytes": int(c.read_bytes), "written_bytes": int(c.write_bytes),
+                        "reads_completed": int(c.read_count), "writes_completed": int(c.write_count),
+                        "io_time_seconds": busy_ms / 1000.0})
+        return out

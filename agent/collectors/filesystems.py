@@ -1,0 +1,77 @@
+"""Size and free space of the host's real filesystems.
+
+Pseudo filesystems (tmpfs, overlay, cgroup, ...), read-only mounts (snaps, ISO
+images) and empty CD-ROM drives say nothing about the host running out of space
+and would only add series, so they are left out. When two mounts share a mount
+point the last one is kept: it is the one visible there, so the one that
+statvfs/GetDiskFreeSpaceEx measures. A mount that cannot be measured (no
+permission, a drive that is not ready) is skipped: it is not a collector failure.
+At most `Limits.max_filesystems` entries are reported, the first by mount point.
+
+Sample reading (Windows)::
+
+    [{"mountpoint": "C:\\\\", "fstype": "NTFS", "device": "C:\\\\",
+      "size_bytes": 136365211648, "avail_bytes": 41943040000}]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List
+
+from agent.collectors import Collector, register
+from agent.collectors._common import fits_label
+from agent.report import DEFAULT_LIMITS
+
+log = logging.getLogger(__name__)
+
+PSEUDO_FSTYPES = frozenset({
+    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devfs", "devpts",
+    "devtmpfs", "efivarfs", "fusectl", "fuse.gvfsd-fuse", "fuse.lxcfs", "fuse.portal", "hugetlbfs",
+    "mqueue", "nsfs", "overlay", "proc", "pstore", "ramfs", "rpc_pipefs", "securityfs", "selinuxfs",
+    "squashfs", "sysfs", "tmpfs", "tracefs",
+})
+
+
+def wanted(fstype: str, opts: str) -> bool:
+    """Whether a mount with this type and these options is a real, writable filesystem."""
+    flags = set(opts.split(","))
+    if not fstype or "cdrom" in flags or "ro" in flags:
+        return False
+    return fstype not in PSEUDO_FSTYPES and not fstype.startswith("cgroup")
+
+
+@register("filesystems")
+class FilesystemsCollector(Collector):
+    max_entries = DEFAULT_LIMITS.max_filesystems
+
+    def __init__(self, ctx: Any):
+        super().__init__(ctx)
+        self._warned_cap = False
+
+    def collect(self) -> List[Dict[str, Any]]:
+        ps = self.ctx.psutil
+        by_mountpoint = {p.mountpoint: p for p in ps.disk_partitions(all=False)}  # the last one wins
+        out: List[Dict[str, Any]] = []
+        for mountpoint in sorted(by_mountpoint):
+            part = by_mountpoint[mountpoint]
+            if not wanted(part.fstype, part.opts):
+                continue
+            names = (mountpoint, part.fstype) + ((part.device,) if part.device else ())
+            if not all(map(fits_label, names)):
+                log.debug("skipping mount %r: its name cannot be a label value", mountpoint)
+                continue
+            if len(out) == self.max_entries:
+                if not self._warned_cap:
+                    self._warned_cap = True
+                    log.warning("more than %d filesystems: reporting the first %d by mount point",
+                                self.max_entries, self.max_entries)
+                break
+            try:
+                usage = ps.disk_usage(mountpoint)
+            except OSError as e:  # PermissionError included
+                log.debug("skipping mount %r: %s", mountpoint, e)
+                continue
+            out.append({"mountpoint": mountpoint, "fstype": part.fstype, "device": part.device,
+                        "size_bytes": int(usage.total), "avail_bytes": int(usage.free)})
+        return out

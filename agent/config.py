@@ -1,0 +1,146 @@
+"""The agent's configuration: `[agent]`, `[sessions]` and `[capacity]` of agent.toml.
+
+Every key has a default, so the agent runs with no file at all (reporting to a
+collector on 127.0.0.1). Values that end up in every report (site, delivery
+group, host) are checked here against the report contract, so that a typo is
+a clear error at start, not a report refused by the collector every interval.
+
+The host name is deliberately not resolved when the file is read: with `host`
+unset, `resolve_host` asks the OS at every start, so that a master image
+(Citrix MCS/PVS, a VDI template) never carries one machine's name to its clones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+from agent.collectors import MODULES
+from agent.collectors._common import fits_label
+from agent.configfile import ConfigError, checked, load, secret
+from agent.report import DEFAULT_LIMITS, HOST_NAME_RE
+
+DEFAULT_COLLECTOR_URL = "http://127.0.0.1:9847"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SESSION_SOURCES = ("auto", "windows", "logind", "utmp")
+
+
+def is_collector_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+
+
+def is_host_name(value: str) -> bool:
+    return bool(HOST_NAME_RE.match(value))
+
+
+def is_label(value: str) -> bool:
+    """A value the collector accepts as a label: 1-128 characters, no control characters."""
+    return fits_label(value)
+
+
+def _collector_names(names: Tuple[str, ...]) -> bool:
+    return all(n in MODULES for n in names)
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    collector_url: str = checked(DEFAULT_COLLECTOR_URL, is_collector_url,
+                                 "must be an http:// or https:// URL such as http://collector:9847")
+    interval: float = checked(15.0, lambda v: 1.0 <= v <= 86400.0, "must be a number of seconds from 1 to 86400")
+    host: str = checked("", lambda v: not v or is_host_name(v),
+                        "must be empty (the OS's host name) or a host name: letters, digits, '.', '-', '_'")
+    site: str = checked("default", is_label, "must be 1 to 128 characters without control characters")
+    delivery_group: str = checked("default", is_label, "must be 1 to 128 characters without control characters")
+    timeout: float = checked(5.0, lambda v: 0 < v <= 300, "must be a number of seconds from 0 to 300")
+    token: str = secret()
+    ca_file: str = ""
+    disabled_collectors: Tuple[str, ...] = checked((), _collector_names,
+                                                   f"must list collector names ({', '.join(MODULES)})")
+    log_level: str = checked("info", lambda v: v.lower() in LOG_LEVELS, f"must be one of {', '.join(LOG_LEVELS)}")
+
+
+@dataclass(frozen=True)
+class SessionsSection:
+    source: str = checked("auto", lambda v: v in SESSION_SOURCES, f"must be one of {', '.join(SESSION_SOURCES)}")
+    idle_after: float = checked(1800.0, lambda v: v > 0, "must be a number of seconds > 0")
+    max_listed: int = checked(500, lambda v: 0 <= v <= DEFAULT_LIMITS.max_sessions_listed,
+                              f"must be an integer from 0 to {DEFAULT_LIMITS.max_sessions_listed}")
+    per_user_top: int = checked(0, lambda v: 0 <= v <= DEFAULT_LIMITS.max_top_users,
+                                f"must be an integer from 0 (off) to {DEFAULT_LIMITS.max_top_users}")
+    pseudonymize: bool = True
+    pseudonym_secret: str = secret()
+
+
+@dataclass(frozen=True)
+class CapacitySection:
+    max_sessions: int = checked(0, lambda v: 0 <= v <= 10**6, "must be an integer from 0 (unset) to 1000000")
+    accepting: bool = True
+    drain_file: str = ""
+    maintenance: bool = False
+    maintenance_file: str = ""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent: AgentSection = field(default_factory=AgentSection)
+    sessions: SessionsSection = field(default_factory=SessionsSection)
+    capacity: CapacitySection = field(default_factory=CapacitySection)
+
+    def problems(self) -> List[str]:
+        """Checks that need more than one key, or the file system."""
+        out = []
+        a = self.agent
+        if a.ca_file and not os.path.isfile(a.ca_file):
+            out.append(f"agent.ca_file: {a.ca_file} is not a file")
+        return out
+
+
+def load_agent_config(path: Optional[str], env: Optional[dict] = None) -> AgentConfig:
+    """Read agent.toml (None: the built-in defaults); ConfigError names every bad key.
+
+    Relative paths in the file (ca_file, drain_file, maintenance_file) are taken
+    relative to the file's folder, as token_file is: a service's working folder
+    is rarely the one the operator had in mind.
+    """
+    config = load(path, AgentConfig, env=env)
+    if path is not None:
+        base = Path(path).parent
+        a, c = config.agent, config.capacity
+        config = dataclasses.replace(
+            config,
+            agent=dataclasses.replace(a, ca_file=_under(base, a.ca_file)),
+            capacity=dataclasses.replace(c, drain_file=_under(base, c.drain_file),
+                                         maintenance_file=_under(base, c.maintenance_file)))
+    problems = config.problems()
+    if problems:
+        raise ConfigError(str(path or "built-in defaults"), problems)
+    return config
+
+
+def _under(base: Path, value: str) -> str:
+    return str(base / value) if value and not Path(value).is_absolute() else value
+
+
+def resolve_host(configured: str, gethostname: Callable[[], str] = socket.gethostname) -> str:
+    """The host name reports carry: the configured one, else the OS's short name, lower-cased.
+
+    "VDA-WIN-01.corp.example" becomes "vda-win-01": Windows and DNS disagree on
+    case, and the domain adds nothing to a label. Raises ValueError when the OS
+    name is not a valid host name for the contract (set `host` then).
+    """
+    if configured:
+        return configured
+    name = gethostname().split(".", 1)[0].strip().lower()
+    if not is_host_name(name):
+        raise ValueError(f"the OS host name {name!r} cannot be used in reports; set host in [agent]")
+    return name

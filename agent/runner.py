@@ -1,0 +1,200 @@
+"""The agent's loop: collect, build one report, push it; on a fixed schedule, until stopped.
+
+The schedule is drift-free: collections happen at start + k * interval on the
+monotonic clock, whatever the work took, and a tick missed because collecting
+and pushing took longer than an interval is skipped rather than run late, so
+the collector sees evenly spaced samples. On stop the agent sends one last
+report with `"goodbye": true`, so that the collector shows the host as stopped
+(a planned shutdown) instead of down.
+
+`build_report` is a pure function of its inputs: the report contract is tested
+with literal values, and the simulated farm builds its reports with it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from agent import __version__
+from agent.collectors import Runner
+from agent.collectors._common import fits_label
+from agent.config import AgentConfig
+from agent.push import Pusher, PushResult
+from agent.report import DEFAULT_LIMITS, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+GOODBYE_SECONDS = 10.0  # at most this long for the goodbye: service managers wait 15-20 s
+
+
+def build_report(*, host: str, site: str, delivery_group: str, timestamp: float, agent: Dict[str, Any],
+                 statuses: Dict[str, Dict[str, Any]], readings: Dict[str, Any],
+                 goodbye: bool = False) -> Dict[str, Any]:
+    """One report, contract v1 (agent/report.py, docs/report-format.md), as a JSON-ready dict."""
+    report: Dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "host": host,
+        "site": site,
+        "delivery_group": delivery_group,
+        "timestamp_seconds": round(timestamp, 3),
+        "agent": agent,
+        "collectors": statuses,
+        "readings": readings,
+    }
+    if goodbye:
+        report["goodbye"] = True
+    return report
+
+
+def agent_info(*, interval: float, start_time: float, os: str, os_release: str,
+               version: str = __version__) -> Dict[str, Any]:
+    return {"version": version, "os": os, "os_release": os_release,
+            "interval_seconds": interval, "start_time_seconds": round(start_time, 3)}
+
+
+def next_tick(start: float, interval: float, now: float) -> float:
+    """The first scheduled time start + k * interval (k >= 1) strictly after `now`.
+
+    >>> next_tick(100.0, 15.0, 100.0), next_tick(100.0, 15.0, 114.9), next_tick(100.0, 15.0, 146.0)
+    (115.0, 115.0, 160.0)
+    """
+    k = max(1, math.floor((now - start) / interval) + 1)
+    tick = start + k * interval
+    return tick if tick > now else tick + interval  # float rounding at an exact tick
+
+
+def os_name() -> str:
+    """"windows", "linux", "darwin", ...: the `os` of the report."""
+    return platform.system().lower() or "unknown"
+
+
+def os_release(name: Optional[str] = None) -> str:
+    """A human-readable OS release for vdi_agent_info, e.g.
+    "Windows Server 2022 Datacenter 10.0.20348" or "Debian GNU/Linux 12 (bookworm) 6.1.0-28-amd64"."""
+    name = name or os_name()
+    text = ""
+    try:
+        if name == "windows":
+            text = _windows_release()
+        elif name == "linux":
+            text = f"{_linux_pretty_name()} {platform.release()}".strip()
+    except (OSError, ValueError) as e:
+        log.debug("cannot read the OS release: %s", e)
+    text = text or f"{platform.system()} {platform.release()}".strip()
+    text = "".join(ch if ch.isprintable() else " " for ch in text)[:DEFAULT_LIMITS.max_label_length].strip()
+    return text if fits_label(text) else ""
+
+
+def _windows_release() -> str:  # pragma: no cover - Windows only
+    import winreg
+
+    key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Windows NT\CurrentVersion")
+    with key:
+        product = str(winreg.QueryValueEx(key, "ProductName")[0])
+    version = platform.version()  # "10.0.20348"
+    build = version.rsplit(".", 1)[-1]
+    # Windows 11 still calls itself "Windows 10" in the registry; the build tells them apart.
+    if product.startswith("Windows 10") and build.isdigit() and int(build) >= 22000:
+        product = "Windows 11" + product[len("Windows 10"):]
+    return f"{product} {version}"
+
+
+def _linux_pretty_name(path: str = "/etc/os-release") -> str:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, sep, value = line.strip().partition("=")
+            if sep and key == "PRETTY_NAME":
+                return value.strip().strip("\"'")
+    return ""
+
+
+def waiter(event: threading.Event, slice_seconds: float = 1.0) -> Callable[[float], bool]:
+    """`event.wait`, in slices: on Windows a blocked wait is not interrupted by Ctrl-C, and the
+    signal handler that sets the event only runs between slices. True once the event is set."""
+    def wait(seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return event.is_set()
+            if event.wait(min(left, slice_seconds)):
+                return True
+    return wait
+
+
+class Agent:
+    """Collects and pushes on schedule until `stop` is set, then says goodbye.
+
+    `monotonic` drives the schedule and the push deadlines (it must be the
+    pusher's clock), `clock` stamps the reports. Between collections the agent
+    waits with `wait` (default: `waiter(stop)`), which a stop request interrupts.
+    """
+
+    def __init__(self, *, config: AgentConfig, host: str, runner: Runner, pusher: Pusher,
+                 stop: Optional[threading.Event] = None, os: Optional[str] = None,
+                 release: Optional[str] = None, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 wait: Optional[Callable[[float], bool]] = None,
+                 sleep: Callable[[float], Any] = time.sleep):
+        self.config = config
+        self.host = host
+        self.runner = runner
+        self.pusher = pusher
+        self.stop = stop if stop is not None else threading.Event()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.wait = wait if wait is not None else waiter(self.stop)
+        self.sleep = sleep
+        self.interval = config.agent.interval
+        self.started = clock()
+        os = os or os_name()
+        self.info = agent_info(interval=self.interval, start_time=self.started, os=os,
+                               os_release=os_release(os) if release is None else release)
+        self.skipped_ticks = 0
+
+    def report(self, goodbye: bool = False) -> Dict[str, Any]:
+        """Run every collector once and build the report."""
+        readings, statuses = self.runner.run_all()
+        a = self.config.agent
+        return build_report(host=self.host, site=a.site, delivery_group=a.delivery_group, timestamp=self.clock(),
+                            agent=self.info, statuses=statuses, readings=readings, goodbye=goodbye)
+
+    def run(self) -> None:
+        """Collect and push every interval until `stop` is set; then send the goodbye."""
+        start = self.monotonic()
+        log.info("reporting as %s to %s every %g s", self.host, self.pusher.url, self.interval)
+        while not self.stop.is_set():
+            tick = self.monotonic()
+            planned = next_tick(start, self.interval, tick)
+            report = self.report()
+            # The push may retry until the next collection; after a slow collection that is
+            # the next tick still ahead, not one already missed.
+            deadline = next_tick(start, self.interval, self.monotonic())
+            self.pusher.push(report, deadline)
+            wake = next_tick(start, self.interval, self.monotonic())
+            if wake > planned:
+                missed = round((wake - planned) / self.interval)
+                if self.skipped_ticks == 0:
+                    log.warning("collecting and pushing took %.1f s, longer than the interval of %g s; "
+                                "skipping %d collection(s) (logged once)",
+                                self.monotonic() - tick, self.interval, missed)
+                self.skipped_ticks += missed
+            if self.wait(max(0.0, wake - self.monotonic())):
+                break
+        self.goodbye()
+
+    def goodbye(self) -> PushResult:
+        """The last report, marked goodbye; retried for a few seconds, not interruptible."""
+        deadline = self.monotonic() + min(GOODBYE_SECONDS, max(self.config.agent.timeout, 1.0))
+        result = self.pusher.push(self.report(goodbye=True), deadline, sleep=self.sleep)
+        if result.accepted:
+            log.info("stopped; the collector shows this host as stopped")
+        else:
+            log.warning("stopped without delivering the goodbye (%s): the collector will show this host "
+                        "as down after a few missed intervals", result.reason or result.outcome)
+        return result
