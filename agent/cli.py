@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from agent import __version__, collectors
 from agent.config import LOG_LEVELS, AgentConfig, is_collector_url, load_agent_config, resolve_host
 from agent.configfile import ConfigError
+from agent.failover import FailoverPusher
 from agent.push import Pusher
 from agent.runner import Agent, os_name, waiter
 
@@ -59,8 +60,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.collector:
             if not is_collector_url(args.collector):
                 raise ConfigError("--collector", [f"must be an http:// or https:// URL, got {args.collector!r}"])
-            config = dataclasses.replace(config, agent=dataclasses.replace(config.agent,
-                                                                           collector_url=args.collector))
+            config = dataclasses.replace(config, agent=dataclasses.replace(
+                config.agent, collector_url=args.collector, collector_urls=()))
         host = resolve_host(config.agent.host)
     except ConfigError as e:
         print(e.render(), file=sys.stderr)
@@ -69,7 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
-        print(f"{args.config or 'built-in defaults'}: OK (host {host}, collector {config.agent.collector_url})")
+        urls = ", ".join(config.agent.collector_urls or (config.agent.collector_url,))
+        print(f"{args.config or 'built-in defaults'}: OK (host {host}, collector {urls})")
         return EXIT_OK
     logging.basicConfig(level=(args.log_level or config.agent.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,11 +85,14 @@ def build_agent(config: AgentConfig, host: str, stop: threading.Event, psutil_mo
     ctx = collectors.Context(psutil=psutil_module, config=config, platform=os)
     runner = collectors.Runner(collectors.build(ctx, disabled=config.agent.disabled_collectors))
     a = config.agent
-    if a.token and urlsplit(a.collector_url).scheme == "http" and urlsplit(a.collector_url).hostname not in (
-            "127.0.0.1", "localhost", "::1"):
-        log.warning("the push token is sent in clear text to %s: use https:// for a collector on the network",
-                    a.collector_url)
-    pusher = Pusher(a.collector_url, token=a.token, timeout=a.timeout, ca_file=a.ca_file, sleep=waiter(stop))
+    for url in a.collector_urls or (a.collector_url,):
+        if a.token and urlsplit(url).scheme == "http" and urlsplit(url).hostname not in (
+                "127.0.0.1", "localhost", "::1"):
+            log.warning("the push token is sent in clear text to %s: use https:// for a collector on the network",
+                        url)
+    urls = a.collector_urls or (a.collector_url,)
+    pushers = {u: Pusher(u, token=a.token, timeout=a.timeout, ca_file=a.ca_file, sleep=waiter(stop)) for u in urls}
+    pusher = pushers[urls[0]] if len(urls) == 1 else FailoverPusher(urls, host, pushers=pushers)
     return Agent(config=config, host=host, runner=runner, pusher=pusher, stop=stop, os=os)
 
 

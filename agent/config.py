@@ -56,6 +56,10 @@ def _collector_names(names: Tuple[str, ...]) -> bool:
 class AgentSection:
     collector_url: str = checked(DEFAULT_COLLECTOR_URL, is_collector_url,
                                  "must be an http:// or https:// URL such as http://collector:9847")
+    collector_urls: Tuple[str, ...] = checked(
+        (), lambda urls: all(is_collector_url(u) for u in urls),
+        "must list http:// or https:// URLs; with several, each host picks one by rendezvous hashing "
+        "and fails over to the next")
     interval: float = checked(15.0, lambda v: 1.0 <= v <= 86400.0, "must be a number of seconds from 1 to 86400")
     host: str = checked("", lambda v: not v or is_host_name(v),
                         "must be empty (the OS's host name) or a host name: letters, digits, '.', '-', '_'")

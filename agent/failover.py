@@ -77,6 +77,14 @@ class FailoverPusher:
         self.chooser = chooser or Chooser(urls, host)
         self.clock = clock
 
+    @property
+    def url(self) -> str:
+        return ", ".join(self.chooser.order)
+
+    def close(self) -> None:
+        for pusher in self.pushers.values():
+            pusher.close()
+
     def push(self, report: dict, deadline: float, sleep=None):
         candidates = self.chooser.candidates()
         result = None

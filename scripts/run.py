@@ -1,4 +1,4 @@
-"""`make run`: a collector on 127.0.0.1:9847 and an agent for this machine, stopped together on Ctrl-C."""
+"""`make run`: a collector on 127.0.0.1:9847, an agent for this machine and a simulated farm; Ctrl-C stops all."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 LISTEN = os.environ.get("VDIWATCH_LISTEN", "127.0.0.1:9847")
+SIM_HOSTS = int(os.environ.get("SIM_HOSTS", "200"))  # a simulated farm beside this machine; 0: none
 BASE = f"http://{LISTEN}"
 
 
@@ -29,19 +30,29 @@ def wait_healthy(proc: subprocess.Popen, timeout: float = 15.0) -> bool:
 
 def main() -> int:
     py = sys.executable
-    collector = subprocess.Popen([py, "-m", "collector", "--listen", LISTEN])
+    # Children get sessions of their own: Ctrl-C reaches only this script, which stops
+    # the agents first (their goodbyes must reach the collector) and the collector last.
+    collector = subprocess.Popen([py, "-m", "collector", "--listen", LISTEN], start_new_session=True)
     if not wait_healthy(collector):
         print(f"the collector did not start on {LISTEN} (is the port taken?)", file=sys.stderr)
         collector.terminate()
         return 1
-    agent = subprocess.Popen([py, "-m", "agent", "--collector", BASE])
+    agent = subprocess.Popen([py, "-m", "agent", "--collector", BASE], start_new_session=True)
+    children = [agent]
+    farm = "no simulated farm (SIM_HOSTS=0)"
+    if SIM_HOSTS > 0:
+        # The farm's clock starts at 09:30 today, so a demo shows a working day at any hour.
+        children.append(subprocess.Popen([py, "-m", "agent.sim", "--hosts", str(SIM_HOSTS), "--collector", BASE,
+                                          "--start-hour", "9.5", "--log-level", "warning"], start_new_session=True))
+        farm = f"{SIM_HOSTS} simulated hosts in 6 delivery groups (SIM_HOSTS=0 turns them off)"
     print(f"""
 vdiwatch is running:
-  collector   {BASE}/
+  status page {BASE}/
   metrics     {BASE}/metrics
-  health      {BASE}/healthz
+  hosts API   {BASE}/api/v1/hosts
   agent       reporting this machine every 15 s
-Press Ctrl-C to stop both.
+  simulator   {farm}
+Press Ctrl-C to stop.
 """, flush=True)
     stopping = False
 
@@ -51,10 +62,10 @@ Press Ctrl-C to stop both.
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    while not stopping and collector.poll() is None and agent.poll() is None:
+    while not stopping and collector.poll() is None and all(c.poll() is None for c in children):
         time.sleep(0.2)
-    # The agent first, so that its goodbye reaches the collector.
-    for proc in (agent, collector):
+    # Agents first, so that their goodbyes reach the collector.
+    for proc in (*children, collector):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -137,3 +137,9 @@ def test_host_from_the_os_is_short_and_lower_case() -> None:
     assert resolve_host("configured-01", lambda: "OTHER") == "configured-01"
     with pytest.raises(ValueError, match="set host"):
         resolve_host("", lambda: "bad name")
+
+
+def test_example_agent_toml_is_valid_and_matches_defaults() -> None:
+    from agent.config import AgentConfig, load_agent_config
+    from tests.conftest import ROOT
+    assert load_agent_config(str(ROOT / "config" / "agent.toml")) == AgentConfig()
