@@ -50,9 +50,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_reports(n: int) -> List[bytes]:
+PROFILES = {
+    "full": "the Windows VDA fixture: host resources, sessions, capacity (101 series a host)",
+    "lean": "host resources and capacity without the sessions section (63 series a host)",
+}
+
+
+def make_reports(n: int, profile: str = "full") -> List[bytes]:
     """n distinct hosts over 4 sites and 24 delivery groups, from the Windows fixture."""
     base = json.loads(TEMPLATE.read_text())
+    if profile == "lean":
+        del base["readings"]["sessions"]
+        del base["collectors"]["sessions"]
     base["timestamp_seconds"] = time.time()
     out = []
     for i in range(n):
@@ -216,8 +225,9 @@ def push_text(bodies: List[bytes]) -> bytes:
 
 # -- the run ------------------------------------------------------------------
 
-def run(n: int, scrapes: int, clients: int, ingest_seconds: float, pushgateway: Optional[str]) -> Dict[str, float]:
-    bodies = make_reports(n)
+def run(n: int, scrapes: int, clients: int, ingest_seconds: float, pushgateway: Optional[str],
+        profile: str = "full") -> Dict[str, float]:
+    bodies = make_reports(n, profile)
     row: Dict[str, float] = {"hosts": n}
     with tempfile.TemporaryDirectory() as tmp:
         col = Collector(Path(tmp))
@@ -276,6 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--clients", type=int, default=16, help="concurrent pushing connections")
     p.add_argument("--ingest-seconds", type=float, default=5.0)
     p.add_argument("--no-pushgateway", action="store_true")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="full",
+                   help="; ".join(f"{k}: {v}" for k, v in PROFILES.items()))
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
     pushgateway = None if args.no_pushgateway else (
@@ -287,8 +299,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for n in args.hosts:
         print(f"measuring {n} hosts ...", file=sys.stderr, flush=True)
-        rows.append(run(n, args.scrapes, args.clients, args.ingest_seconds, pushgateway))
-    print(f"collector benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        rows.append(run(n, args.scrapes, args.clients, args.ingest_seconds, pushgateway, args.profile))
+    print(f"collector benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+          f"profile {args.profile}: {PROFILES[args.profile]}")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

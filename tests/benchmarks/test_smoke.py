@@ -1,0 +1,28 @@
+"""Small runs of the benchmarks, so that they cannot rot. No timing is asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, require_tool
+
+pytestmark = pytest.mark.slow
+
+
+def test_collector_benchmark_smoke(tmp_path) -> None:
+    require_tool("prometheus-pushgateway")
+    out = tmp_path / "rows.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.collector_bench", "--hosts", "200", "--scrapes", "2",
+                        "--ingest-seconds", "1", "--clients", "4", "--json", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert rows[0]["hosts"] == 200 and rows[0]["series"] == 200 * 101
+    for key in ("vdiwatch_scrape_s", "vdiwatch_scrape_gzip_s", "generate_latest_s", "pushgateway_scrape_s",
+                "pushgateway_push_s", "ingest_reports_per_s", "memory_per_host_bytes"):
+        assert rows[0][key] > 0, key
+    assert "| 200 | 20,200 |" in r.stdout
