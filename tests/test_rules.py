@@ -1,0 +1,430 @@
+"""The Prometheus rules and the Alertmanager configuration, checked as code.
+
+- `promtool check rules` (with every lint) and `promtool test rules` on every
+  tests/rules/*.yaml: the `for:` boundaries, labels, annotations, and the cases
+  that must never page;
+- `promtool check config` on the example prometheus.yml, `amtool check-config`
+  and `amtool config routes test` on config/alertmanager.yml;
+- the rules' metadata: severity, summary, description, a runbook anchor that
+  exists, a `for:`, a promtool case that fires and one that stays quiet;
+- every `vdi_*` metric a rule reads is in docs/metrics.md, every recording rule
+  an alert reads exists (a typo would otherwise be an empty series that never
+  fires);
+- the inhibit rules name real alerts, and a real Alertmanager applies them.
+
+Run: .venv/bin/python -m pytest tests/test_rules.py -q
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Set
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, free_port, require_tool, wait_for
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - depends on the environment
+    yaml = None
+
+RULES_DIR = ROOT / "config" / "prometheus" / "rules"
+RECORDING_FILE = RULES_DIR / "vdiwatch-recording.yml"
+ALERTS_FILE = RULES_DIR / "vdiwatch-alerts.yml"
+PROMETHEUS_CONFIG = ROOT / "config" / "prometheus" / "prometheus.yml"
+ALERTMANAGER_CONFIG = ROOT / "config" / "alertmanager.yml"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+ALERTS_DOC = ROOT / "docs" / "alerts.md"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
+RULE_TESTS = sorted((ROOT / "tests" / "rules").glob("*.yaml"))
+
+SEVERITIES = {"page", "ticket"}
+# A metric of the contract: vdi_..., not part of a recording rule's name
+# (level:vdi_metric:operations), not a longer identifier.
+METRIC_RE = re.compile(r"(?<![\w:])vdi_[a-z0-9_]+(?![\w:])")
+RECORDED_RE = re.compile(r"(?<![\w:])[a-z_]+:[a-z0-9_]+:[a-z0-9_]+(?![\w:])")
+RECORD_NAME_RE = re.compile(r"^[a-z]+(?:_[a-z]+)*:vdi_[a-z0-9_]+:[a-z0-9_]+$")
+
+
+def load_yaml(path: Path):
+    if yaml is None:
+        if os.environ.get("CI"):
+            pytest.fail("PyYAML is required to read the rule files (setup.cfg [options.extras_require] test)")
+        pytest.skip("PyYAML is not installed")
+    return yaml.safe_load(path.read_text())
+
+
+def rules_of(path: Path) -> List[dict]:
+    return [rule for group in load_yaml(path)["groups"] for rule in group["rules"]]
+
+
+@pytest.fixture(scope="module")
+def alerts() -> Dict[str, dict]:
+    found = {rule["alert"]: rule for rule in rules_of(ALERTS_FILE) if "alert" in rule}
+    assert len(found) >= 17, sorted(found)
+    return found
+
+
+@pytest.fixture(scope="module")
+def records() -> Dict[str, dict]:
+    return {rule["record"]: rule for rule in rules_of(RECORDING_FILE)}
+
+
+@pytest.fixture(scope="module")
+def rule_tests() -> Dict[str, dict]:
+    return {path.name: load_yaml(path) for path in RULE_TESTS}
+
+
+def run(args: List[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# promtool and amtool
+
+
+def test_promtool_check_rules_is_clean() -> None:
+    promtool = require_tool("promtool")
+    r = run([promtool, "check", "rules", "--lint=all", "--lint-fatal", str(RECORDING_FILE), str(ALERTS_FILE)])
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    for path in (RECORDING_FILE, ALERTS_FILE):
+        count = len(re.findall(r"^\s*- (?:record|alert): ", path.read_text(), re.M))
+        assert f"SUCCESS: {count} rules found" in out, (path.name, out)
+    assert "warn" not in out.lower(), out
+
+
+def test_there_are_rule_unit_tests() -> None:
+    names = {p.name for p in RULE_TESTS}
+    assert {"recording_test.yaml", "collector_alerts_test.yaml", "agent_alerts_test.yaml",
+            "host_alerts_test.yaml", "group_alerts_test.yaml"} <= names, names
+
+
+@pytest.mark.parametrize("path", RULE_TESTS, ids=[p.name for p in RULE_TESTS])
+def test_promtool_unit_tests_pass(path: Path) -> None:
+    promtool = require_tool("promtool")
+    r = run([promtool, "test", "rules", path.name], cwd=path.parent)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+def test_promtool_check_config() -> None:
+    promtool = require_tool("promtool")
+    r = run([promtool, "check", "config", str(PROMETHEUS_CONFIG)])
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    # rule_files resolve relative to prometheus.yml, so both are checked too.
+    assert "SUCCESS: 2 rule files found" in out, out
+    assert "warn" not in out.lower(), out
+
+
+def test_prometheus_config_scrapes_the_collector_job_and_loads_both_rule_files() -> None:
+    config = load_yaml(PROMETHEUS_CONFIG)
+    assert config["global"]["scrape_interval"] == "15s"
+    assert sorted(config["rule_files"]) == ["rules/vdiwatch-alerts.yml", "rules/vdiwatch-recording.yml"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = [t for sc in jobs["vdiwatch-collector"]["static_configs"] for t in sc["targets"]]
+    assert len(targets) == 2, targets
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+
+
+def test_amtool_check_config() -> None:
+    amtool = require_tool("amtool")
+    r = run([amtool, "check-config", str(ALERTMANAGER_CONFIG)])
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+    assert "6 inhibit rules" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("labels, receivers", [
+    (["severity=page", "alertname=VdiAgentDown", "site=City Hall"], "oncall-pager,ops-mailbox"),
+    (["severity=ticket", "alertname=VdiHostCpuSaturated"], "ops-mailbox"),
+    (["alertname=SomethingWithoutSeverity"], "ops-mailbox"),
+])
+def test_alertmanager_routes_by_severity(labels: List[str], receivers: str) -> None:
+    amtool = require_tool("amtool")
+    r = run([amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}", *labels])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == receivers
+
+
+# ---------------------------------------------------------------------------
+# Metadata of every alert
+
+
+def runbook_anchors() -> Set[str]:
+    """GitHub-style anchors of the runbook's headings."""
+    anchors = set()
+    for line in RUNBOOKS.read_text().splitlines():
+        m = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if m:
+            anchors.add(re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_every_alert_has_severity_for_and_annotations(alerts: Dict[str, dict]) -> None:
+    anchors = runbook_anchors()
+    for name, rule in alerts.items():
+        assert rule.get("labels", {}).get("severity") in SEVERITIES, name
+        assert re.fullmatch(r"\d+[smh]", str(rule.get("for", ""))), f"{name}: needs a for:"
+        annotations = rule.get("annotations", {})
+        for key in ("summary", "description", "runbook_url"):
+            assert annotations.get(key, "").strip(), f"{name}: no {key}"
+        assert annotations["runbook_url"] == f"docs/runbooks.md#{name.lower()}", name
+        assert name.lower() in anchors, f"docs/runbooks.md has no heading for {name}"
+
+
+def test_descriptions_name_what_the_alert_is_about(alerts: Dict[str, dict]) -> None:
+    """Host alerts name the host and its delivery group, group alerts the group; all show their value but flags."""
+    for name, rule in alerts.items():
+        text = rule["annotations"]["summary"] + rule["annotations"]["description"]
+        if name.startswith(("VdiHost", "VdiAgent", "VdiBlackHole", "VdiLongDisconnected")):
+            assert "$labels.host" in text and "$labels.delivery_group" in text, name
+        elif name.startswith("VdiDeliveryGroup"):
+            assert "$labels.delivery_group" in text, name
+        elif name.startswith("VdiMany"):
+            assert "$labels.site" in text, name
+        else:
+            assert "$labels.instance" in text, name
+        # Their value is a 0 or 1 flag that the text already states.
+        if name not in ("VdiwatchCollectorDown", "VdiwatchCollectorReplicaDown", "VdiAgentCollectorFailing",
+                        "VdiHostNotAcceptingSessions"):
+            assert "$value" in text, f"{name}: the annotations should show the value"
+
+
+def test_runbook_has_a_section_for_every_alert_and_no_stray_one(alerts: Dict[str, dict]) -> None:
+    sections = {m.group(1) for m in re.finditer(r"^## (\w+)\s*$", RUNBOOKS.read_text(), re.M)}
+    alert_sections = {s for s in sections if s.startswith("Vdi")}
+    assert alert_sections == set(alerts), alert_sections ^ set(alerts)
+
+
+def test_table_matches_the_rules(alerts: Dict[str, dict]) -> None:
+    """The tables in the alert file and in docs/alerts.md state each rule's real for, keep and severity."""
+    header = ALERTS_FILE.read_text().split("\ngroups:", 1)[0]
+    for name, rule in alerts.items():
+        row = re.search(rf"^# \| {name}\s+\|(.*)$", header, re.M)
+        assert row, name
+        _, for_, keep, severity, _ = [c.strip() for c in row.group(1).rsplit("|", 4)]
+        assert (for_, keep, severity) == (rule["for"], rule.get("keep_firing_for", "-"),
+                                          rule["labels"]["severity"]), name
+        doc_row = re.search(rf"^\| `{name}` \|(.*)\|$", ALERTS_DOC.read_text(), re.M)
+        assert doc_row, f"{name} is missing from the table in docs/alerts.md"
+        _, for_, keep, severity = [c.strip() for c in doc_row.group(1).rsplit("|", 3)]
+        assert (for_, keep, severity) == (rule["for"], rule.get("keep_firing_for", "-"),
+                                          rule["labels"]["severity"]), f"docs/alerts.md: {name}"
+
+
+def test_every_alert_has_a_firing_and_a_quiet_promtool_case(alerts: Dict[str, dict],
+                                                           rule_tests: Dict[str, dict]) -> None:
+    firing: Set[str] = set()
+    quiet: Set[str] = set()
+    for doc in rule_tests.values():
+        for case in doc.get("tests", []):
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+                for exp in check.get("exp_alerts") or []:
+                    # Exact expectations: the severity label and all three annotations.
+                    assert exp["exp_labels"]["severity"] in SEVERITIES, check
+                    assert set(exp["exp_annotations"]) == {"summary", "description", "runbook_url"}, check
+    assert set(alerts) - firing == set(), "alerts never expected to fire in tests/rules"
+    assert set(alerts) - quiet == set(), "alerts never expected to stay quiet in tests/rules"
+    assert (firing | quiet) - set(alerts) == set(), "tests/rules name alerts that do not exist"
+
+
+def seconds(duration: str) -> int:
+    """A Prometheus duration ("1h15m", "90s") in seconds."""
+    parts = re.findall(r"(\d+)([smhd])", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in parts)
+
+
+def test_every_alert_is_pinned_at_its_boundary(alerts: Dict[str, dict], rule_tests: Dict[str, dict]) -> None:
+    """Some test case expects the alert quiet one evaluation before the time it expects it firing."""
+    pinned: Set[str] = set()
+    for doc in rule_tests.values():
+        step = seconds(doc.get("evaluation_interval", "1m"))
+        for case in doc.get("tests", []):
+            checks = case.get("alert_rule_test", [])
+            quiet = {(c["alertname"], seconds(c["eval_time"])) for c in checks if not c.get("exp_alerts")}
+            for c in checks:
+                if c.get("exp_alerts") and (c["alertname"], seconds(c["eval_time"]) - step) in quiet:
+                    pinned.add(c["alertname"])
+    assert set(alerts) - pinned == set(), "alerts whose for: boundary no test pins"
+
+
+def test_alert_test_files_pin_the_group_order(rule_tests: Dict[str, dict]) -> None:
+    """Without group_eval_order promtool evaluates groups in a random order: flaky `for:` boundaries."""
+    groups = [g["name"] for g in load_yaml(RECORDING_FILE)["groups"] + load_yaml(ALERTS_FILE)["groups"]]
+    for name, doc in rule_tests.items():
+        if any(case.get("alert_rule_test") for case in doc["tests"]):
+            assert doc.get("group_eval_order") == groups, name
+
+
+# ---------------------------------------------------------------------------
+# The metric contract
+
+
+def contract_metrics() -> Set[str]:
+    names = set()
+    for line in METRICS_DOC.read_text().splitlines():
+        if line.startswith("| `vdi_"):
+            names.update(re.findall(r"`(vdi_[a-z0-9_]+)`", line.split("|")[1]))
+    return names
+
+
+def rule_texts(rule: dict) -> List[str]:
+    return [rule["expr"], *rule.get("annotations", {}).values()]
+
+
+def test_contract_is_parsed() -> None:
+    names = contract_metrics()
+    assert {"vdi_agent_up", "vdi_host_state", "vdi_sessions", "vdi_host_load15",
+            "vdi_collector_reports_rejected_total"} <= names, names
+
+
+def test_rules_use_only_metrics_of_the_contract(alerts: Dict[str, dict], records: Dict[str, dict]) -> None:
+    contract = contract_metrics()
+    used: Set[str] = set()
+    for rule in [*alerts.values(), *records.values()]:
+        for text in rule_texts(rule):
+            used.update(METRIC_RE.findall(text))
+    assert used, "no metric found: the pattern is broken"
+    assert used - contract == set(), "metrics not in docs/metrics.md"
+
+
+def test_recording_rules_read_by_rules_exist(alerts: Dict[str, dict], records: Dict[str, dict]) -> None:
+    used: Set[str] = set()
+    for rule in [*alerts.values(), *records.values()]:
+        for text in rule_texts(rule):
+            used.update(RECORDED_RE.findall(text))
+    assert "host:vdi_host_state:max" in used
+    assert used - set(records) == set(), "rules read recording rules that are not defined"
+
+
+def test_recording_rules_are_named_and_documented(records: Dict[str, dict]) -> None:
+    for name in records:
+        assert RECORD_NAME_RE.match(name), f"{name}: not level:metric:operations"
+    lines = RECORDING_FILE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("- record:"):
+            before = next(prev for prev in reversed(lines[:i]) if prev.strip())
+            assert before.strip().startswith("#"), f"{line.strip()} has no comment above it"
+
+
+def test_brief_names_exist(records: Dict[str, dict]) -> None:
+    """The names dashboards and people were told about."""
+    assert {"site_delivery_group:vdi_sessions:sum", "delivery_group:vdi_capacity_used:ratio",
+            "delivery_group:vdi_host_state:sum", "delivery_group:vdi_hosts_accepting:sum"} <= set(records)
+
+
+# ---------------------------------------------------------------------------
+# Alertmanager inhibitions
+
+
+def matcher_values(matchers: List[str]) -> List[str]:
+    out = []
+    for m in matchers:
+        found = re.fullmatch(r'alertname(=~|=)"(.*)"', m)
+        assert found, f"unexpected matcher {m}"
+        out.append(found.group(2) if found.group(1) == "=~" else re.escape(found.group(2)))
+    return out
+
+
+def test_inhibit_rules_name_existing_alerts(alerts: Dict[str, dict]) -> None:
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    for rule in config["inhibit_rules"]:
+        for key in ("source_matchers", "target_matchers"):
+            for pattern in matcher_values(rule[key]):
+                assert [a for a in alerts if re.fullmatch(pattern, a)], f"{pattern} matches no alert"
+    collector_down = next(r for r in config["inhibit_rules"]
+                          if r["source_matchers"] == ['alertname="VdiwatchCollectorDown"'])
+    (target,) = matcher_values(collector_down["target_matchers"])
+    for name in alerts:
+        assert bool(re.fullmatch(target, name)) == (not name.startswith("Vdiwatch")), name
+
+
+class Alertmanager:
+    """A real Alertmanager on a free loopback port, clustering off."""
+
+    def __init__(self, tmp: Path):
+        self.binary = require_tool("prometheus-alertmanager")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        self.proc = None
+
+    def __enter__(self) -> "Alertmanager":
+        self.log = open(self.tmp / "alertmanager.log", "wb")
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={ALERTMANAGER_CONFIG}", f"--storage.path={self.tmp / 'am-data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(f"{self.url}/-/ready", self.proc)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def post(self, *label_sets: Dict[str, str]) -> None:
+        ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+        body = [{"labels": labels, "annotations": {"summary": "test"}, "endsAt": ends} for labels in label_sets]
+        requests.post(f"{self.url}/api/v2/alerts", json=body, timeout=5).raise_for_status()
+
+    def states(self) -> Dict[str, str]:
+        """`alertname/what` (host, else delivery group, site or instance) -> active or suppressed."""
+        got = requests.get(f"{self.url}/api/v2/alerts", timeout=5).json()
+        out = {}
+        for a in got:
+            labels = a["labels"]
+            what = next(labels[k] for k in ("host", "delivery_group", "site", "instance") if k in labels)
+            out[f"{labels['alertname']}/{what}"] = a["status"]["state"]
+        return out
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
+    with Alertmanager(tmp_path) as am:
+        yield am
+
+
+@pytest.mark.slow
+def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> None:
+    page = {"severity": "page"}
+    alertmanager.post(
+        {"alertname": "VdiManyAgentsDown", "site": "Library", **page},
+        {"alertname": "VdiAgentDown", "host": "lib-01", "site": "Library", "delivery_group": "Lib", **page},
+        {"alertname": "VdiAgentDown", "host": "vda-01", "site": "City Hall", "delivery_group": "Office", **page},
+        {"alertname": "VdiDeliveryGroupCapacityCritical", "delivery_group": "Office", **page},
+        {"alertname": "VdiDeliveryGroupCapacityHigh", "delivery_group": "Office", "severity": "ticket"},
+        {"alertname": "VdiDeliveryGroupCapacityHigh", "delivery_group": "Finance", "severity": "ticket"},
+        {"alertname": "VdiHostNearMaxSessions", "host": "vda-02", "site": "City Hall", "delivery_group": "Office",
+         "severity": "ticket"},
+    )
+    assert alertmanager.states() == {
+        "VdiManyAgentsDown/Library": "active",
+        "VdiAgentDown/lib-01": "suppressed",                  # the site's page covers it
+        "VdiAgentDown/vda-01": "active",                      # another site
+        "VdiDeliveryGroupCapacityCritical/Office": "active",
+        "VdiDeliveryGroupCapacityHigh/Office": "suppressed",  # critical supersedes high
+        "VdiDeliveryGroupCapacityHigh/Finance": "active",     # another group
+        "VdiHostNearMaxSessions/vda-02": "suppressed",        # the group's capacity alert covers it
+    }
+
+    alertmanager.post({"alertname": "VdiwatchCollectorDown", "job": "vdiwatch-collector", "instance": "a", **page},
+                      {"alertname": "VdiwatchCollectorRejectingReports", "instance": "b", "severity": "ticket"})
+    # No collector left: everything about hosts and groups is held back, the
+    # collector's own alerts are not.
+    states = alertmanager.states()
+    assert states.pop("VdiwatchCollectorDown/a") == "active"
+    assert states.pop("VdiwatchCollectorRejectingReports/b") == "active"
+    assert len(states) == 7 and set(states.values()) == {"suppressed"}, states
