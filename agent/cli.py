@@ -20,7 +20,15 @@ from typing import Any, List, Optional
 from urllib.parse import urlsplit
 
 from agent import __version__, collectors
-from agent.config import LOG_LEVELS, AgentConfig, is_collector_url, load_agent_config, resolve_host
+from agent.config import (
+    LOG_LEVELS,
+    AgentConfig,
+    is_collector_url,
+    load_agent_config,
+    machine_overrides,
+    resolve_host,
+    windows_registry_value,
+)
 from agent.configfile import ConfigError
 from agent.failover import FailoverPusher
 from agent.push import Pusher
@@ -31,11 +39,35 @@ log = logging.getLogger("agent")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
+def _windows_default_config() -> Optional[str]:
+    if os_name() != "windows":
+        return None
+    from agent.winservice import default_config_path
+    path = default_config_path()
+    return str(path) if path.is_file() else None
+
+
+def service(argv: List[str]) -> int:
+    """`vdiwatch-agent service ...`: the Windows service (see agent.winservice)."""
+    from agent import winservice
+    if os_name() != "windows":
+        print("the service commands are for Windows; on Linux use config/systemd/vdiwatch-agent.service",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        manager = winservice.Win32Services()
+    except winservice.ServiceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return winservice.service_command(argv, manager, run=winservice.run_as_service)
+
+
 def parse_args(argv: List[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="vdiwatch-agent",
                                 description="Report this host's sessions and resource use to a vdiwatch collector.")
-    p.add_argument("--config", default=os.environ.get("VDIWATCH_AGENT_CONFIG") or None,
-                   help="TOML config file (default: $VDIWATCH_AGENT_CONFIG, else built-in defaults)")
+    p.add_argument("--config", default=os.environ.get("VDIWATCH_AGENT_CONFIG") or _windows_default_config(),
+                   help="TOML config file (default: $VDIWATCH_AGENT_CONFIG; on Windows "
+                        "%%ProgramData%%\\vdiwatch\\agent.toml if it exists; else built-in defaults)")
     p.add_argument("--collector", metavar="URL", help="collector URL (overrides collector_url of the config)")
     p.add_argument("--once", action="store_true", help="collect and push one report, then exit")
     p.add_argument("--print", action="store_true",
@@ -51,12 +83,15 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["service"]:
+        return service(argv[1:])
     try:
         args = parse_args(argv)
     except SystemExit as e:  # --help, --version, usage errors: argparse has printed them
         return e.code if isinstance(e.code, int) else EXIT_CONFIG
     try:
-        config = load_agent_config(args.config)
+        config = machine_overrides(load_agent_config(args.config),
+                                   registry=windows_registry_value if os_name() == "windows" else None)
         if args.collector:
             if not is_collector_url(args.collector):
                 raise ConfigError("--collector", [f"must be an http:// or https:// URL, got {args.collector!r}"])

@@ -148,3 +148,48 @@ def resolve_host(configured: str, gethostname: Callable[[], str] = socket.gethos
     if not is_host_name(name):
         raise ValueError(f"the OS host name {name!r} cannot be used in reports; set host in [agent]")
     return name
+
+
+# Per-machine identity, for master images (Citrix MCS/PVS, VDI templates): the
+# config file is baked into the image and the same on every clone, so the site
+# and delivery group of a machine catalog come from outside the file.
+ENV_SITE = "VDIWATCH_SITE"
+ENV_DELIVERY_GROUP = "VDIWATCH_DELIVERY_GROUP"
+REGISTRY_KEY = r"SOFTWARE\vdiwatch"  # under HKEY_LOCAL_MACHINE; values Site and DeliveryGroup
+
+
+def machine_overrides(config: AgentConfig, env: Optional[dict] = None,
+                      registry: Optional[Callable[[str], Optional[str]]] = None) -> AgentConfig:
+    """Site and delivery group from the machine: the registry (Windows, e.g. set by a GPO per
+    machine catalog's OU), then the environment, each overriding what came before."""
+    env = os.environ if env is None else env
+    changes = {}
+    for key, value_name, variable in (("site", "Site", ENV_SITE),
+                                      ("delivery_group", "DeliveryGroup", ENV_DELIVERY_GROUP)):
+        value = registry(value_name) if registry is not None else None
+        source = f"HKLM\\{REGISTRY_KEY}\\{value_name}"
+        if env.get(variable):
+            value, source = env[variable], f"${variable}"
+        if value is None:
+            continue
+        value = value.strip()
+        if not is_label(value):
+            raise ConfigError(source, [f"must be 1 to 128 characters without control characters, got {value!r}"])
+        changes[key] = value
+    if not changes:
+        return config
+    return dataclasses.replace(config, agent=dataclasses.replace(config.agent, **changes))
+
+
+def windows_registry_value(name: str) -> Optional[str]:  # pragma: no cover - Windows only
+    """A string value under HKLM\\SOFTWARE\\vdiwatch, or None."""
+    try:
+        import winreg
+    except ImportError:
+        return None
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, REGISTRY_KEY) as key:
+            value, kind = winreg.QueryValueEx(key, name)
+    except OSError:
+        return None
+    return value if kind in (winreg.REG_SZ, winreg.REG_EXPAND_SZ) else None

@@ -1,0 +1,293 @@
+"""The agent as a Windows service: `vdiwatch-agent service install|remove|start|stop|status|run`.
+
+The service is the ordinary agent (`agent.cli.build_agent`) hosted by the
+Service Control Manager: `run` is what the SCM starts; a stop request and a
+system shutdown set the agent's stop event, so it sends its goodbye and the
+collector shows the desktop as stopped, not down. Logs go to a rotating file
+in %ProgramData%\\vdiwatch and errors also to the Windows event log.
+
+The layer that talks to Windows (pywin32, the `vdiwatch[windows]` extra) is
+kept thin in `Win32Services` and `_service_class`; everything else is plain
+Python, tested on Linux with a fake service manager. Nothing here imports
+pywin32 until it is needed, so the module imports anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Mapping, Optional, Protocol
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "vdiwatch-agent"
+DISPLAY_NAME = "vdiwatch agent"
+DESCRIPTION = ("Reports this desktop host's sessions and resource use to the vdiwatch collector "
+               "(Citrix, RDS and VDI monitoring).")
+ACTIONS = ("install", "remove", "start", "stop", "status", "run")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def program_data(env: Mapping[str, str] = os.environ) -> Path:
+    """%ProgramData%\\vdiwatch: config, token, logs."""
+    return Path(env.get("ProgramData", r"C:\ProgramData")) / "vdiwatch"
+
+
+def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    return program_data(env) / "agent.toml"
+
+
+def quote_arg(arg: str) -> str:
+    """Quote one argument for a Windows command line (CommandLineToArgvW rules)."""
+    if arg and not any(c in arg for c in ' \t"'):
+        return arg
+    out, backslashes = ['"'], 0
+    for c in arg:
+        if c == "\\":
+            backslashes += 1
+            continue
+        if c == '"':
+            out.append("\\" * (2 * backslashes + 1) + '"')
+        else:
+            out.append("\\" * backslashes + c)
+        backslashes = 0
+    out.append("\\" * (2 * backslashes) + '"')
+    return "".join(out)
+
+
+def service_command_line(python: str, config: Path) -> str:
+    """What the SCM runs: this interpreter, the agent package, `service run`, the config file."""
+    return " ".join(quote_arg(a) for a in (python, "-m", "agent", "service", "run", "--config", str(config)))
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    installed: bool
+    running: bool = False
+    detail: str = ""
+
+
+class ServiceManager(Protocol):
+    """What the commands need from Windows' Service Control Manager."""
+
+    def state(self, name: str) -> ServiceState: ...
+    def install(self, name: str, display: str, description: str, command_line: str) -> None: ...
+    def remove(self, name: str) -> None: ...
+    def start(self, name: str) -> None: ...
+    def stop(self, name: str, timeout: float) -> None: ...
+
+
+class ServiceError(Exception):
+    """A service operation failed; the message says what to do."""
+
+
+def service_command(argv: List[str], manager: ServiceManager, *, python: str = sys.executable,
+                    env: Mapping[str, str] = os.environ, out: Callable[[str], None] = print,
+                    run: Optional[Callable[[Path], int]] = None) -> int:
+    """`vdiwatch-agent service ACTION [--config PATH]`; returns the exit code."""
+    if not argv or argv[0] not in ACTIONS:
+        out(f"usage: vdiwatch-agent service {{{'|'.join(ACTIONS)}}} [--config PATH]")
+        return EXIT_USAGE
+    action, rest = argv[0], argv[1:]
+    config = default_config_path(env)
+    if rest[:1] == ["--config"] and len(rest) == 2:
+        config = Path(rest[1])
+    elif rest:
+        out(f"unexpected arguments: {' '.join(rest)}")
+        return EXIT_USAGE
+    try:
+        if action == "run":
+            if run is None:
+                raise ServiceError("`service run` is started by Windows' Service Control Manager, not by hand; "
+                                   "use `vdiwatch-agent --config ...` to run the agent in a console")
+            return run(config)
+        state = manager.state(SERVICE_NAME)
+        if action == "status":
+            out(f"{SERVICE_NAME}: " + ("not installed" if not state.installed else
+                                       "running" if state.running else "stopped")
+                + (f" ({state.detail})" if state.detail else ""))
+            return EXIT_OK if state.installed else EXIT_FAILED
+        if action == "install":
+            if state.installed:
+                raise ServiceError(f"{SERVICE_NAME} is installed already; `service remove` first to reinstall")
+            if not config.is_file():
+                out(f"note: {config} does not exist yet; the agent uses its built-in defaults until it does")
+            manager.install(SERVICE_NAME, DISPLAY_NAME, DESCRIPTION, service_command_line(python, config))
+            out(f"installed {SERVICE_NAME} (automatic start, restarts on failure); "
+                f"start it with `vdiwatch-agent service start`")
+            return EXIT_OK
+        if not state.installed:
+            raise ServiceError(f"{SERVICE_NAME} is not installed")
+        if action == "start":
+            if state.running:
+                out(f"{SERVICE_NAME} is running already")
+                return EXIT_OK
+            manager.start(SERVICE_NAME)
+            out(f"started {SERVICE_NAME}")
+            return EXIT_OK
+        if action == "stop":
+            if not state.running:
+                out(f"{SERVICE_NAME} is not running")
+                return EXIT_OK
+            manager.stop(SERVICE_NAME, timeout=30.0)
+            out(f"stopped {SERVICE_NAME} (it said goodbye to the collector)")
+            return EXIT_OK
+        if state.running:  # remove
+            manager.stop(SERVICE_NAME, timeout=30.0)
+        manager.remove(SERVICE_NAME)
+        out(f"removed {SERVICE_NAME}; its configuration and logs in {program_data(env)} are kept")
+        return EXIT_OK
+    except ServiceError as e:
+        out(f"error: {e}")
+        return EXIT_FAILED
+
+
+def log_handlers(directory: Path, event_log: Optional[Callable[[], logging.Handler]] = None,
+                 max_bytes: int = 5 << 20, backups: int = 5) -> List[logging.Handler]:
+    """A rotating file in `directory` for everything, and the event log for errors."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.handlers.RotatingFileHandler(directory / "agent.log", maxBytes=max_bytes,
+                                                        backupCount=backups, encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    handlers: List[logging.Handler] = [file_handler]
+    if event_log is not None:
+        try:
+            events = event_log()
+        except Exception as e:  # noqa: BLE001 - no event log is no reason not to monitor
+            log.warning("cannot write to the Windows event log: %s", e)
+        else:
+            events.setLevel(logging.ERROR)
+            events.setFormatter(fmt)
+            handlers.append(events)
+    return handlers
+
+
+class ServiceRunner:
+    """The service's body, independent of pywin32: run the agent until `stop` is set."""
+
+    def __init__(self, config: Path, build: Optional[Callable[..., object]] = None):
+        self.config = config
+        self.stop = threading.Event()
+        self.build = build
+
+    def run(self) -> int:
+        from agent.cli import build_agent
+        from agent.config import load_agent_config, resolve_host
+
+        build = self.build or build_agent
+        path = str(self.config) if self.config.is_file() else None
+        config = load_agent_config(path)
+        agent = build(config, resolve_host(config.agent.host), self.stop)
+        try:
+            agent.run()
+        finally:
+            agent.pusher.close()
+        return EXIT_OK
+
+    def request_stop(self) -> None:
+        """Service stop or system shutdown: the agent says goodbye and returns."""
+        self.stop.set()
+
+
+class Win32Services:  # pragma: no cover - needs Windows and pywin32
+    """The Service Control Manager through pywin32."""
+
+    def __init__(self) -> None:
+        try:
+            import win32service
+            import win32serviceutil
+        except ImportError:
+            raise ServiceError("the Windows service needs pywin32: pip install \"vdiwatch[windows]\"") from None
+        self.ws, self.wsu = win32service, win32serviceutil
+
+    def state(self, name: str) -> ServiceState:
+        try:
+            status = self.wsu.QueryServiceStatus(name)
+        except Exception:  # noqa: BLE001 - pywin32 raises pywintypes.error for "no such service"
+            return ServiceState(False)
+        return ServiceState(True, status[1] == self.ws.SERVICE_RUNNING)
+
+    def install(self, name: str, display: str, description: str, command_line: str) -> None:
+        ws = self.ws
+        scm = ws.OpenSCManager(None, None, ws.SC_MANAGER_ALL_ACCESS)
+        try:
+            handle = ws.CreateService(scm, name, display, ws.SERVICE_ALL_ACCESS, ws.SERVICE_WIN32_OWN_PROCESS,
+                                      ws.SERVICE_AUTO_START, ws.SERVICE_ERROR_NORMAL, command_line,
+                                      None, 0, None, None, None)
+            try:
+                ws.ChangeServiceConfig2(handle, ws.SERVICE_CONFIG_DESCRIPTION, description)
+                ws.ChangeServiceConfig2(handle, ws.SERVICE_CONFIG_FAILURE_ACTIONS, {
+                    "ResetPeriod": 86400, "RebootMsg": None, "Command": None,
+                    "Actions": [(ws.SC_ACTION_RESTART, 10000)] * 3})
+            finally:
+                ws.CloseServiceHandle(handle)
+        except Exception as e:  # noqa: BLE001
+            raise ServiceError(f"cannot install the service ({e}); run the command as Administrator") from None
+        finally:
+            ws.CloseServiceHandle(scm)
+
+    def remove(self, name: str) -> None:
+        self.wsu.RemoveService(name)
+
+    def start(self, name: str) -> None:
+        self.wsu.StartService(name)
+        self.wsu.WaitForServiceStatus(name, self.ws.SERVICE_RUNNING, 30)
+
+    def stop(self, name: str, timeout: float) -> None:
+        self.wsu.StopService(name)
+        self.wsu.WaitForServiceStatus(name, self.ws.SERVICE_STOPPED, int(timeout))
+
+
+def run_as_service(config: Path) -> int:  # pragma: no cover - needs Windows and pywin32
+    """Hand this process to the SCM, which calls the service class below."""
+    import servicemanager
+
+    cls = _service_class(config)
+    servicemanager.Initialize(SERVICE_NAME, os.path.abspath(servicemanager.__file__))
+    servicemanager.PrepareToHostSingle(cls)
+    servicemanager.StartServiceCtrlDispatcher()
+    return EXIT_OK
+
+
+def _service_class(config: Path):  # pragma: no cover - needs Windows and pywin32
+    import win32service
+    import win32serviceutil
+
+    class AgentService(win32serviceutil.ServiceFramework):
+        _svc_name_ = SERVICE_NAME
+        _svc_display_name_ = DISPLAY_NAME
+        _svc_description_ = DESCRIPTION
+
+        def __init__(self, args):
+            super().__init__(args)
+            self.runner = ServiceRunner(config)
+
+        def GetAcceptedControls(self):  # noqa: N802 - pywin32's name
+            return super().GetAcceptedControls() | win32service.SERVICE_ACCEPT_SHUTDOWN
+
+        def SvcDoRun(self):  # noqa: N802
+            root = logging.getLogger()
+            root.setLevel(logging.INFO)
+            for handler in log_handlers(program_data(), lambda: logging.handlers.NTEventLogHandler(SERVICE_NAME)):
+                root.addHandler(handler)
+            self.ReportServiceStatus(win32service.SERVICE_RUNNING)
+            try:
+                self.runner.run()
+            except Exception:  # noqa: BLE001 - logged to the file and the event log, then the SCM restarts us
+                log.exception("the agent stopped on an error")
+                raise
+
+        def SvcStop(self):  # noqa: N802
+            self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING, waitHint=20000)
+            self.runner.request_stop()
+
+        def SvcShutdown(self):  # noqa: N802
+            self.runner.request_stop()
+
+    return AgentService

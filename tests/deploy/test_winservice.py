@@ -1,0 +1,168 @@
+"""The Windows service's logic with a fake Service Control Manager (pywin32 cannot run here)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from agent import winservice
+from agent.config import AgentConfig, machine_overrides
+from agent.configfile import ConfigError
+from agent.winservice import ServiceRunner, ServiceState, quote_arg, service_command, service_command_line
+
+ENV = {"ProgramData": r"C:\ProgramData"}
+
+
+class FakeScm:
+    def __init__(self) -> None:
+        self.services: Dict[str, dict] = {}
+        self.calls: List[str] = []
+
+    def state(self, name: str) -> ServiceState:
+        s = self.services.get(name)
+        return ServiceState(s is not None, bool(s and s["running"]))
+
+    def install(self, name, display, description, command_line) -> None:
+        self.calls.append("install")
+        self.services[name] = {"running": False, "command": command_line, "display": display}
+
+    def remove(self, name) -> None:
+        self.calls.append("remove")
+        assert not self.services[name]["running"], "removing a running service"
+        del self.services[name]
+
+    def start(self, name) -> None:
+        self.calls.append("start")
+        self.services[name]["running"] = True
+
+    def stop(self, name, timeout) -> None:
+        self.calls.append("stop")
+        self.services[name]["running"] = False
+
+
+def run(argv, scm, **kw):
+    lines: List[str] = []
+    code = service_command(argv, scm, python=r"C:\Program Files\vdiwatch\python.exe", env=ENV,
+                           out=lines.append, **kw)
+    return code, "\n".join(lines)
+
+
+def test_install_start_stop_remove_cycle() -> None:
+    scm = FakeScm()
+    code, text = run(["install"], scm)
+    assert code == 0 and "installed vdiwatch-agent" in text
+    command = scm.services["vdiwatch-agent"]["command"]
+    assert command.startswith(r'"C:\Program Files\vdiwatch\python.exe" -m agent service run --config C:\ProgramData')
+    assert command.endswith("agent.toml")
+    assert run(["install"], scm)[0] == 1  # twice: refused, says what to do
+    assert run(["start"], scm) == (0, "started vdiwatch-agent")
+    assert run(["status"], scm) == (0, "vdiwatch-agent: running")
+    assert run(["remove"], scm)[0] == 0  # stops first
+    assert scm.calls == ["install", "start", "stop", "remove"]
+    assert run(["status"], scm) == (1, "vdiwatch-agent: not installed")
+    code, text = run(["stop"], scm)
+    assert code == 1 and "not installed" in text
+
+
+def test_usage_errors() -> None:
+    assert run([], FakeScm())[0] == 2
+    assert run(["explode"], FakeScm())[0] == 2
+    assert run(["install", "--bogus"], FakeScm())[0] == 2
+
+
+def test_custom_config_path_goes_into_the_command_line() -> None:
+    scm = FakeScm()
+    run(["install", "--config", r"D:\vdi\agent.toml"], scm)
+    assert scm.services["vdiwatch-agent"]["command"].endswith(r"--config D:\vdi\agent.toml")
+
+
+def test_run_by_hand_is_explained() -> None:
+    code, text = run(["run"], FakeScm())
+    assert code == 1 and "Service Control Manager" in text
+
+
+def test_quote_arg_follows_windows_rules() -> None:
+    assert quote_arg("plain") == "plain"
+    assert quote_arg(r"C:\Program Files\x") == r'"C:\Program Files\x"'
+    assert quote_arg('say "hi"') == r'"say \"hi\""'
+    assert quote_arg("ends with\\") == '"ends with\\\\"'
+    assert service_command_line("py", Path("a b")).endswith('--config "a b"')
+
+
+def test_stop_request_makes_the_agent_say_goodbye() -> None:
+    events = []
+
+    class FakeAgent:
+        def __init__(self, stop: threading.Event):
+            self.stop = stop
+            self.pusher = self
+
+        def run(self) -> None:
+            assert self.stop.wait(5), "never asked to stop"
+            events.append("goodbye")
+
+        def close(self) -> None:
+            events.append("closed")
+
+    runner = ServiceRunner(Path("/nonexistent/agent.toml"), build=lambda config, host, stop: FakeAgent(stop))
+    t = threading.Thread(target=runner.run)
+    t.start()
+    runner.request_stop()  # what SvcStop and SvcShutdown do
+    t.join(5)
+    assert events == ["goodbye", "closed"]
+
+
+def test_log_handlers_rotate_and_send_errors_to_event_log(tmp_path) -> None:
+    class Events(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    events = Events()
+    handlers = winservice.log_handlers(tmp_path / "vdiwatch", lambda: events, max_bytes=1000, backups=2)
+    logger = logging.getLogger("test.winservice")
+    logger.propagate = False
+    for h in handlers:
+        logger.addHandler(h)
+    try:
+        for i in range(100):
+            logger.warning("line %d with some padding to fill the file", i)
+        logger.error("bad thing")
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+    files = sorted(p.name for p in (tmp_path / "vdiwatch").iterdir())
+    assert files == ["agent.log", "agent.log.1", "agent.log.2"]
+    assert [r.getMessage() for r in events.records] == ["bad thing"]
+
+
+def test_no_event_log_still_logs_to_file(tmp_path) -> None:
+    def broken():
+        raise OSError("no event log here")
+    handlers = winservice.log_handlers(tmp_path, broken)
+    assert len(handlers) == 1
+    handlers[0].close()
+
+
+def test_machine_identity_from_registry_then_environment() -> None:
+    base = AgentConfig()
+    registry = {"Site": "City Hall", "DeliveryGroup": "Office Desktops"}.get
+    c = machine_overrides(base, env={}, registry=registry)
+    assert (c.agent.site, c.agent.delivery_group) == ("City Hall", "Office Desktops")
+    c = machine_overrides(base, env={"VDIWATCH_DELIVERY_GROUP": "Pool B"}, registry=registry)
+    assert (c.agent.site, c.agent.delivery_group) == ("City Hall", "Pool B")
+    assert machine_overrides(base, env={}, registry=None) is base
+    with pytest.raises(ConfigError) as e:
+        machine_overrides(base, env={"VDIWATCH_SITE": "bad\nsite"})
+    assert "$VDIWATCH_SITE" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        machine_overrides(base, env={}, registry={"Site": "x" * 300}.get)
+    assert r"HKLM\SOFTWARE\vdiwatch\Site" in str(e.value)
