@@ -149,3 +149,57 @@ def test_routes() -> None:
     assert api.handle(Request("GET", "/nope")).status == 404
     assert api.handle(Request("GET", "/api/v1/reports")).status == 405
     assert api.handle(Request("DELETE", "/metrics")).status == 405
+
+
+def test_refusals_are_logged_once_a_minute_per_host(caplog) -> None:
+    now = [1000.0]
+    store = HostStore(clock=lambda: now[0])
+    api = Api(store, SelfMetrics(store, process_metrics=False), clock=lambda: now[0])
+    bad = with_changes("readings.cpu.count", "eight")
+    with caplog.at_level("WARNING", logger="collector.server"):
+        for _ in range(50):
+            post(api, bad)
+        now[0] += 61
+        post(api, bad)
+    lines = [r for r in caplog.records if "refused a report" in r.getMessage()]
+    assert len(lines) == 2
+    assert "'vda-win-01'" in lines[0].getMessage() and "readings.cpu.count" in lines[0].getMessage()
+    assert api.metrics.rejected.labels("wrong_type")._value.get() == 51
+
+
+def test_concurrent_pushes_and_scrapes_are_safe() -> None:
+    import threading
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    store = HostStore()
+    api = Api(store, SelfMetrics(store, process_metrics=False))
+    bodies = []
+    for i in range(100):
+        doc = good_doc()
+        doc["host"] = f"vda-{i:03d}"
+        bodies.append(json.dumps(doc).encode())
+    errors = []
+
+    def pusher(k: int) -> None:
+        for _ in range(3):
+            for body in bodies[k::4]:
+                r = post(api, body)
+                if r.status != 200:
+                    errors.append(r.status)
+
+    def scraper() -> None:
+        for _ in range(5):
+            text = api.handle(Request("GET", "/metrics")).payload().decode()
+            list(text_string_to_metric_families(text))
+            store.expire()
+
+    threads = [threading.Thread(target=pusher, args=(k,)) for k in range(4)]
+    threads += [threading.Thread(target=scraper) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    text = api.handle(Request("GET", "/metrics")).payload().decode()
+    assert len([ln for ln in text.splitlines() if ln.startswith("vdi_host_cpus{")]) == 100
