@@ -107,10 +107,11 @@ def get(port: int, path: str, gzip: bool = False) -> int:
 # -- vdiwatch -----------------------------------------------------------------
 
 class Collector:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra: str = ""):
         self.port = free_port()
         cfg = tmp / "collector.toml"
-        cfg.write_text("[collector]\nmin_report_interval = 0.0\nmax_hosts = 1000000\nlog_level = \"warning\"\n")
+        cfg.write_text("[collector]\nmin_report_interval = 0.0\nmax_hosts = 1000000\nlog_level = \"warning\"\n"
+                       + extra)
         self.proc = subprocess.Popen([sys.executable, "-m", "collector", "--config", str(cfg),
                                       "--listen", f"127.0.0.1:{self.port}"], cwd=ROOT)
         wait_http(f"http://127.0.0.1:{self.port}/healthz")
@@ -158,6 +159,25 @@ def post_all(port: int, bodies: List[bytes], clients: int, seconds: Optional[flo
     if errors:
         raise RuntimeError(f"{len(errors)} reports refused, e.g. {errors[:3]}")
     return sum(counts), time.perf_counter() - start
+
+
+def churn(n: int, rounds: int, clients: int) -> List[float]:
+    """RSS (MiB) after each round of n new hosts that then expire: flat means no leak per host."""
+    with tempfile.TemporaryDirectory() as tmp:
+        col = Collector(Path(tmp), "expire_after = 2.0\nstopped_expire_after = 2.0\n")
+        try:
+            sizes = []
+            for r in range(rounds):
+                bodies = [b.replace(b'"host": "vda-', f'"host": "r{r}-vda-'.encode()) for b in make_reports(n)]
+                post_all(col.port, bodies, clients)
+                time.sleep(2.5)
+                get(col.port, "/metrics")  # a scrape drops the expired hosts
+                text = urllib.request.urlopen(f"http://127.0.0.1:{col.port}/metrics").read().decode()
+                assert 'vdi_host_cpus{' not in text, "hosts did not expire"
+                sizes.append(col.rss() / 2**20)
+            return sizes
+        finally:
+            col.stop()
 
 
 # -- generate_latest ----------------------------------------------------------
@@ -288,6 +308,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--no-pushgateway", action="store_true")
     p.add_argument("--profile", choices=sorted(PROFILES), default="full",
                    help="; ".join(f"{k}: {v}" for k, v in PROFILES.items()))
+    p.add_argument("--churn-rounds", type=int, default=0,
+                   help="also measure memory over this many rounds of hosts that come and expire")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
     pushgateway = None if args.no_pushgateway else (
@@ -303,6 +325,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"collector benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
           f"profile {args.profile}: {PROFILES[args.profile]}")
     print(table(rows))
+    if args.churn_rounds:
+        n = max(args.hosts)
+        sizes = churn(n, args.churn_rounds, args.clients)
+        print(f"\nmemory over {args.churn_rounds} rounds of {n:,} hosts that report once and expire "
+              f"(RSS after each round, MiB): " + ", ".join(f"{s:.0f}" for s in sizes))
+        rows.append({"churn_rss_mib": sizes})
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

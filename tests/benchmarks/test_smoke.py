@@ -17,7 +17,7 @@ def test_collector_benchmark_smoke(tmp_path) -> None:
     require_tool("prometheus-pushgateway")
     out = tmp_path / "rows.json"
     r = subprocess.run([sys.executable, "-m", "benchmarks.collector_bench", "--hosts", "200", "--scrapes", "2",
-                        "--ingest-seconds", "1", "--clients", "4", "--json", str(out)],
+                        "--ingest-seconds", "1", "--clients", "4", "--churn-rounds", "2", "--json", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(out.read_text())
@@ -26,3 +26,4 @@ def test_collector_benchmark_smoke(tmp_path) -> None:
                 "pushgateway_push_s", "ingest_reports_per_s", "memory_per_host_bytes"):
         assert rows[0][key] > 0, key
     assert "| 200 | 20,200 |" in r.stdout
+    assert len(rows[1]["churn_rss_mib"]) == 2
