@@ -1,0 +1,153 @@
+"""Agent footprint on a busy host, beside node_exporter's, in one run.
+
+    python -m benchmarks.agent_bench                      # 2,000 extra processes, 30 collections
+    python -m benchmarks.agent_bench --processes 200 --collections 5   # smoke size
+
+Spawns idle processes so the host has about `--processes` of them, then
+measures in separate child processes, so that nothing else counts:
+- the agent: CPU time per collection (all collectors, the report built and
+  encoded as for a push) and peak resident memory, with every collector on,
+  sessions and per-user process accounting included;
+- node_exporter (Debian's `prometheus-node-exporter`, default collectors): CPU
+  time per scrape of its /metrics, the same number of times.
+The agent's average load at a 15 s interval is CPU per collection / 15 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(collections: int, per_user_top: int) -> Dict[str, float]:
+    """Run inside a fresh interpreter: build the real agent and collect `collections` times."""
+    import dataclasses
+    import threading
+
+    from agent.cli import build_agent
+    from agent.config import AgentConfig
+    from agent.push import encode
+
+    config = AgentConfig()
+    config = dataclasses.replace(config, sessions=dataclasses.replace(config.sessions, per_user_top=per_user_top))
+    start = time.process_time()
+    agent = build_agent(config, "bench-host", threading.Event())
+    agent.report()  # the first collection primes per-process state: counted apart
+    primed = time.process_time()
+    for _ in range(collections):
+        encode(agent.report())
+    done = time.process_time()
+    report = agent.report()
+    return {
+        "startup_cpu_s": primed - start,
+        "cpu_per_collection_s": (done - primed) / collections,
+        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "processes_seen": (report["readings"].get("system") or {}).get("processes", 0),
+        "collectors": sorted(report["collectors"]),
+    }
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_exporter(binary: str, scrapes: int) -> Dict[str, float]:
+    port = free_port()
+    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        p = psutil.Process(proc.pid)
+        before = sum(p.cpu_times()[:2])
+        for _ in range(scrapes):
+            urllib.request.urlopen(url, timeout=30).read()
+        after = sum(p.cpu_times()[:2])
+        return {"cpu_per_scrape_s": (after - before) / scrapes, "rss_bytes": p.memory_info().rss}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def spawn(n: int) -> List[subprocess.Popen]:
+    """Idle processes until the host has about `n` more than before."""
+    sleeper = shutil.which("sleep") or "sleep"
+    return [subprocess.Popen([sleeper, "3600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(n)]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--processes", type=int, default=2000, help="idle processes to add to the host")
+    p.add_argument("--collections", type=int, default=30)
+    p.add_argument("--per-user-top", type=int, default=10, help="per-user series (0: off)")
+    p.add_argument("--interval", type=float, default=15.0)
+    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.collections, args.per_user_top)))
+        return 0
+    exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+    procs = spawn(args.processes)
+    try:
+        time.sleep(1)
+        r = subprocess.run([sys.executable, "-m", "benchmarks.agent_bench", "--child",
+                            "--collections", str(args.collections), "--per-user-top", str(args.per_user_top)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=1800)
+        if r.returncode != 0:
+            print(r.stderr, file=sys.stderr)
+            return 1
+        agent = json.loads(r.stdout.strip().splitlines()[-1])
+        node = node_exporter(exporter, args.collections) if exporter else None
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+    load = agent["cpu_per_collection_s"] / args.interval
+    print(f"agent benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+          f"{agent['processes_seen']} processes on the host, collectors: {', '.join(agent['collectors'])}")
+    print("| program | CPU per collection | average load at 15 s | peak RSS |")
+    print("| --- | --- | --- | --- |")
+    print(f"| vdiwatch-agent | {agent['cpu_per_collection_s'] * 1000:.1f} ms | {load * 100:.2f} % of a core "
+          f"| {agent['max_rss_bytes'] / 2**20:.1f} MiB |")
+    if node:
+        ratio = agent["cpu_per_collection_s"] / node["cpu_per_scrape_s"] if node["cpu_per_scrape_s"] else 0
+        print(f"| node_exporter (per scrape) | {node['cpu_per_scrape_s'] * 1000:.1f} ms "
+              f"| {node['cpu_per_scrape_s'] / args.interval * 100:.2f} % of a core "
+              f"| {node['rss_bytes'] / 2**20:.1f} MiB |")
+        print(f"\nagent / node_exporter CPU: {ratio:.2f}x")
+    else:
+        print("\nnode_exporter not found (Debian package prometheus-node-exporter): no comparison")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"agent": agent, "node_exporter": node, "interval": args.interval}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

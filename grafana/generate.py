@@ -1,0 +1,757 @@
+"""Write vdiwatch's Grafana dashboards into grafana/dashboards/.
+
+Regenerate after changing this file (the JSON is committed, and
+tests/grafana/test_dashboards.py fails when it is out of date):
+
+    .venv/bin/python grafana/generate.py
+
+Standard library only. Output is deterministic: sorted keys, 2-space indent.
+
+Why a generator: the layout is computed row by row, so panels never overlap,
+and every per-host query goes through one helper, `per_host`, so the replica
+deduplication is the same everywhere. Queries use only the metric contract
+(docs/metrics.md) plus Prometheus' own `up`, `ALERTS` and
+`scrape_duration_seconds`, never recording rules: the dashboards work against a
+Prometheus that has no vdiwatch rules loaded.
+
+Replica deduplication. A host that failed over from one collector replica to
+another is on both for a while: the old replica keeps the host's last report
+(marked stale) until `expire_after`. The series are identical except for
+`instance`. Gauges therefore first keep the copy of each host with the most
+recent report (the same pick as config/prometheus/rules/vdiwatch-recording.yml)
+and then take `max by (host, site, delivery_group, <other labels>)`; a plain
+max would mix the old copy's frozen session counts with the new ones for a
+day. Counters (inside rate/increase) take the plain max: the frozen copy's rate
+is 0 and adds nothing. Only then are hosts summed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+HOST_LABELS = ("host", "site", "delivery_group")
+COLLECTOR_JOB = "vdiwatch-collector"
+SCHEMA_VERSION = 39
+SUBQUERY_STEP = "5m"  # resolution of the capacity subqueries: fine enough for a peak, cheap over 30 days
+
+Panel = Dict[str, Any]
+
+# ---------------------------------------------------------------------------
+# PromQL helpers
+# ---------------------------------------------------------------------------
+
+
+def sel(metric: str, *matchers: str, offset: str = "") -> str:
+    """`metric{m1, m2}` with an optional offset: the only way a selector is written here."""
+    inner = ", ".join(m for m in matchers if m)
+    text = f"{metric}{{{inner}}}" if inner else metric
+    return f"{text} offset {offset}" if offset else text
+
+
+def freshest(offset: str = "") -> str:
+    """Per host, the replica copy (`instance`) holding the most recent report."""
+    ts = sel("vdi_agent_last_report_timestamp_seconds", offset=offset)
+    return f"({ts} == on (host) group_left () max by (host) ({ts}))"
+
+
+def per_host(expr: str, *labels: str, offset: str = "", counter: bool = False) -> str:
+    """One series per host (and per `labels`), whichever collector replicas know it.
+
+    The replica-dedup pattern; see the module docstring. `counter=True` for a
+    rate()/increase() expression, `offset` must match the offset of `expr`'s selectors.
+    """
+    by = ", ".join(HOST_LABELS + labels)
+    if counter:
+        return f"max by ({by}) ({expr})"
+    return f"max by ({by}) (({expr}) and on (instance, host) {freshest(offset)})"
+
+
+def gauge(metric: str, m: Sequence[str], *labels: str, extra: Sequence[str] = (), offset: str = "") -> str:
+    """A per-host gauge, deduplicated."""
+    return per_host(sel(metric, *m, *extra, offset=offset), *labels, offset=offset)
+
+
+def rate(metric: str, m: Sequence[str], window: str, *labels: str, extra: Sequence[str] = (),
+         fn: str = "rate") -> str:
+    """A per-host rate (or increase) of a counter, deduplicated."""
+    return per_host(f"{fn}({sel(metric, *m, *extra)}[{window}])", *labels, counter=True)
+
+
+def reporting(m: Sequence[str], offset: str = "") -> str:
+    """Hosts whose agent reports now (vdi_agent_up 1; maintenance hosts included)."""
+    return f"({gauge('vdi_agent_up', m, offset=offset)} == 1)"
+
+
+def is_(label: str, value: str) -> str:
+    """A matcher `label="value"` (f-string expressions may not hold backslashes before Python 3.12)."""
+    return f'{label}="{value}"'
+
+
+def open_hosts(m: Sequence[str]) -> str:
+    """1 for a host open for new logons (state up, i.e. reporting and not in maintenance, and
+    accepting), 0 for the other hosts that report capacity. As host:vdi_host_accepting_sessions:healthy."""
+    up = gauge("vdi_host_state", m, extra=[is_("state", "up")])
+    return f"({gauge('vdi_host_accepting_sessions', m)} * on (host, site, delivery_group) {up})"
+
+
+def host_sessions(m: Sequence[str], *labels: str, extra: Sequence[str] = (), offset: str = "") -> str:
+    """Sessions per host (and per `labels` of state/protocol), summed over the other labels."""
+    by = ", ".join(HOST_LABELS + labels)
+    return f"sum by ({by}) ({gauge('vdi_sessions', m, 'state', 'protocol', extra=extra, offset=offset)})"
+
+
+def live_sessions(m: Sequence[str], *labels: str, extra: Sequence[str] = (), offset: str = "") -> str:
+    """Sessions on hosts that report now: a silent host's last numbers are history, not sessions."""
+    return f"({host_sessions(m, *labels, extra=extra, offset=offset)} and on (host) {reporting(m, offset)})"
+
+
+def cpu_busy(m: Sequence[str], window: str) -> str:
+    """Busy share of all CPUs per host (0-1): everything but idle and iowait."""
+    idle = rate("vdi_host_cpu_seconds_total", m, window, "mode", extra=['mode=~"idle|iowait"'])
+    total = rate("vdi_host_cpu_seconds_total", m, window, "mode")
+    return f"(1 - sum by (host, site, delivery_group) ({idle}) / sum by (host, site, delivery_group) ({total}))"
+
+
+def labelled(expr: str, label: str, value: str) -> str:
+    return f'label_replace({expr}, "{label}", "{value}", "", "")'
+
+
+# ---------------------------------------------------------------------------
+# Panels
+# ---------------------------------------------------------------------------
+
+
+def target(expr: str, legend: str = "", instant: bool = False, table: bool = False) -> Dict[str, Any]:
+    return {"datasource": DS, "editorMode": "code", "expr": expr, "instant": instant or table,
+            "range": not (instant or table), "legendFormat": legend or "__auto",
+            "format": "table" if table else "time_series"}
+
+
+def thresholds(*steps: Tuple[Optional[float], str]) -> Dict[str, Any]:
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for v, c in steps]}
+
+
+def fixed(color: str) -> Dict[str, Any]:
+    return thresholds((None, color))
+
+
+def value_mappings(*items: Tuple[str, str, str]) -> List[Dict[str, Any]]:
+    """[(value, text, colour)] -> one Grafana value mapping."""
+    return [{"type": "value", "options": {v: {"text": t, "color": c, "index": i}
+                                          for i, (v, t, c) in enumerate(items)}}]
+
+
+def panel(kind: str, title: str, description: str, targets: Iterable[Dict[str, Any]], *,
+          unit: str = "short", steps: Optional[Dict[str, Any]] = None, options: Optional[Dict[str, Any]] = None,
+          custom: Optional[Dict[str, Any]] = None, overrides: Sequence[Dict[str, Any]] = (),
+          mappings: Sequence[Dict[str, Any]] = (), color_mode: str = "thresholds", decimals: Optional[int] = None,
+          min_value: Optional[float] = None, max_value: Optional[float] = None, interval: str = "",
+          transformations: Sequence[Dict[str, Any]] = (), no_value: str = "") -> Panel:
+    targets = list(targets)
+    for i, t in enumerate(targets):
+        t["refId"] = chr(ord("A") + i)
+    defaults: Dict[str, Any] = {"unit": unit, "color": {"mode": color_mode},
+                                "thresholds": steps or fixed("green"), "mappings": list(mappings)}
+    if custom is not None:
+        defaults["custom"] = custom
+    for key, value in (("decimals", decimals), ("min", min_value), ("max", max_value), ("noValue", no_value)):
+        if value not in (None, ""):
+            defaults[key] = value
+    p: Panel = {"type": kind, "title": title, "description": description, "datasource": DS, "targets": targets,
+                "fieldConfig": {"defaults": defaults, "overrides": list(overrides)}, "options": options or {}}
+    if interval:
+        p["interval"] = interval
+    if transformations:
+        p["transformations"] = list(transformations)
+    return p
+
+
+def reduce_last() -> Dict[str, Any]:
+    return {"calcs": ["lastNotNull"], "fields": "", "values": False}
+
+
+def stat(title: str, description: str, targets: Iterable[Dict[str, Any]], *, big: bool = False,
+         text_mode: str = "value", **kw: Any) -> Panel:
+    text = {"titleSize": 30, "valueSize": 90} if big else {}
+    options = {"colorMode": "background", "graphMode": "none", "justifyMode": "center", "orientation": "auto",
+               "reduceOptions": reduce_last(), "textMode": text_mode, "text": text, "wideLayout": True,
+               "showPercentChange": False}
+    return panel("stat", title, description, targets, options=options, **kw)
+
+
+def timeseries(title: str, description: str, targets: Iterable[Dict[str, Any]], *, stack: bool = False,
+               bars: bool = False, width: int = 2, fill: int = 10, legend_calcs: Sequence[str] = (),
+               threshold_style: str = "off", **kw: Any) -> Panel:
+    """`threshold_style`: "off", "dashed" (lines at the thresholds) or "area" (shaded bands)."""
+    custom = {"drawStyle": "bars" if bars else "line", "lineWidth": width, "fillOpacity": 80 if bars else fill,
+              "showPoints": "never", "spanNulls": False, "lineInterpolation": "linear", "gradientMode": "none",
+              "axisPlacement": "auto", "axisSoftMin": 0, "pointSize": 4,
+              "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+              "thresholdsStyle": {"mode": threshold_style}}
+    options = {"legend": {"displayMode": "table" if legend_calcs else "list", "placement": "bottom",
+                          "showLegend": True, "calcs": list(legend_calcs)},
+               "tooltip": {"mode": "multi", "sort": "desc"}}
+    kw.setdefault("color_mode", "palette-classic")
+    return panel("timeseries", title, description, targets, options=options, custom=custom, **kw)
+
+
+def bargauge(title: str, description: str, targets: Iterable[Dict[str, Any]], *, big: bool = False,
+             **kw: Any) -> Panel:
+    options = {"displayMode": "basic", "orientation": "horizontal", "reduceOptions": reduce_last(),
+               "showUnfilled": True, "valueMode": "color", "namePlacement": "auto", "sizing": "auto",
+               "minVizHeight": 16, "minVizWidth": 8, "maxVizHeight": 300,
+               "text": {"titleSize": 22, "valueSize": 30} if big else {}}
+    return panel("bargauge", title, description, targets, options=options, **kw)
+
+
+def table(title: str, description: str, targets: Iterable[Dict[str, Any]], *, columns: Sequence[str],
+          rename: Optional[Dict[str, str]] = None, merge: bool = False, sort: str = "",
+          big: bool = False, **kw: Any) -> Panel:
+    """A table of instant queries; `columns` in display order; Time, Value, __name__, instance and job
+    hidden unless listed. Overrides match the names after `rename`: Grafana applies them after transformations."""
+    targets = list(targets)
+    transformations: List[Dict[str, Any]] = [{"id": "merge", "options": {}}] if merge else []
+    hidden = {name: True for name in ("Time", "Value", "__name__", "instance", "job") if name not in columns}
+    transformations.append({"id": "organize", "options": {
+        "excludeByName": hidden, "indexByName": {c: i for i, c in enumerate(columns)},
+        "renameByName": dict(rename or {})}})
+    options = {"showHeader": True, "cellHeight": "lg" if big else "sm",
+               "footer": {"show": False, "reducer": ["sum"], "countRows": False, "fields": ""},
+               "sortBy": [{"displayName": sort, "desc": False}] if sort else []}
+    custom = {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False, "filterable": False}
+    return panel("table", title, description, targets, options=options, custom=custom,
+                 transformations=transformations, **kw)
+
+
+def row(title: str) -> Panel:
+    return {"type": "row", "title": title, "collapsed": False, "datasource": DS, "panels": []}
+
+
+def by_name(name: str, *properties: Tuple[str, Any], regex: bool = False) -> Dict[str, Any]:
+    matcher = {"id": "byRegexp" if regex else "byName", "options": name}
+    return {"matcher": matcher, "properties": [{"id": k, "value": v} for k, v in properties]}
+
+
+def color(name: str) -> Dict[str, str]:
+    return {"mode": "fixed", "fixedColor": name}
+
+
+# ---------------------------------------------------------------------------
+# Layout and dashboard
+# ---------------------------------------------------------------------------
+
+
+class Grid:
+    """Places panels in rows on Grafana's 24-column grid, top to bottom; nothing can overlap."""
+
+    WIDTH = 24
+
+    def __init__(self) -> None:
+        self.y = 0
+        self.panels: List[Panel] = []
+
+    def add(self, height: int, *items: Tuple[int, Panel]) -> None:
+        x = 0
+        for width, p in items:
+            if x + width > self.WIDTH:
+                raise ValueError(f"row of {p['title']!r} is wider than {self.WIDTH} columns")
+            p["gridPos"] = {"h": height, "w": width, "x": x, "y": self.y}
+            p["id"] = len(self.panels) + 1
+            self.panels.append(p)
+            x += width
+        self.y += height
+
+    def section(self, title: str) -> None:
+        self.add(1, (self.WIDTH, row(title)))
+
+
+def datasource_variable() -> Dict[str, Any]:
+    return {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+            "current": {}, "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1,
+            "regex": "", "skipUrlSync": False}
+
+
+def query_variable(name: str, label: str, query: str, *, all_: bool = True, multi: bool = True) -> Dict[str, Any]:
+    v: Dict[str, Any] = {"name": name, "label": label, "type": "query", "datasource": DS, "query": query,
+                         "definition": query, "current": {}, "hide": 0, "includeAll": all_, "multi": multi,
+                         "options": [], "refresh": 2, "regex": "", "skipUrlSync": False, "sort": 1}
+    if all_:
+        v["allValue"] = ".*"
+    return v
+
+
+SITE_VAR = "label_values(vdi_agent_info, site)"
+GROUP_VAR = 'label_values(vdi_agent_info{site=~"$site"}, delivery_group)'
+HOST_VAR = 'label_values(vdi_agent_info{site=~"$site", delivery_group=~"$delivery_group"}, host)'
+
+
+def site_group_variables() -> List[Dict[str, Any]]:
+    return [query_variable("site", "Site", SITE_VAR), query_variable("delivery_group", "Delivery group", GROUP_VAR)]
+
+
+def dashboard(uid: str, title: str, description: str, grid: Grid, variables: List[Dict[str, Any]], *,
+              refresh: str, time_from: str) -> Dict[str, Any]:
+    return {
+        "uid": uid, "title": title, "description": description, "tags": ["vdiwatch"],
+        "schemaVersion": SCHEMA_VERSION, "version": 1, "editable": True, "graphTooltip": 1, "id": None,
+        "fiscalYearStartMonth": 0, "liveNow": False, "weekStart": "", "timezone": "browser",
+        "refresh": refresh, "time": {"from": time_from, "to": "now"}, "timepicker": {},
+        "annotations": {"list": []},
+        "links": [{"type": "dashboards", "tags": ["vdiwatch"], "title": "vdiwatch", "asDropdown": True,
+                   "includeVars": False, "keepTime": True, "targetBlank": False, "icon": "external link",
+                   "tooltip": "", "url": ""}],
+        "templating": {"list": [datasource_variable(), *variables]},
+        "panels": grid.panels,
+    }
+
+
+HOST_LINK = {"title": "Host drill-down", "targetBlank": False,
+             "url": "/d/vdiwatch-host/vdiwatch-host?var-site=${__data.fields.site}"
+                    "&var-delivery_group=${__data.fields.delivery_group}&var-host=${__value.raw}&${__url_time_range}"}
+
+# ---------------------------------------------------------------------------
+# Wall
+# ---------------------------------------------------------------------------
+
+WALL = ('site=~"$site"', 'delivery_group=~"$delivery_group"')
+
+STATE_COLORS = {"active": "green", "disconnected": "purple", "idle": "yellow"}
+
+# The problem hosts of the wall table: (label, colour, condition per host). A host that is silent
+# shows only as silent: its other numbers are its last report's.
+PROBLEMS: Tuple[Tuple[str, str, str], ...] = (
+    ("agent silent", "red", f"{gauge('vdi_agent_up', WALL)} == 0"),
+    ("not accepting logons", "orange",
+     f"{gauge('vdi_host_accepting_sessions', WALL)} == 0 and on (host) {gauge('vdi_host_maintenance', WALL)} == 0"
+     f" and on (host) {reporting(WALL)}"),
+    ("in maintenance", "blue", f"{gauge('vdi_host_maintenance', WALL)} == 1 and on (host) {reporting(WALL)}"),
+    ("CPU over 90 %", "orange", f"{cpu_busy(WALL, '5m')} > 0.9 and on (host) {reporting(WALL)}"),
+    ("memory under 10 %", "orange",
+     f"{per_host(sel('vdi_host_memory_available_bytes', *WALL) + ' / ' + sel('vdi_host_memory_total_bytes', *WALL))}"
+     f" < 0.1 and on (host) {reporting(WALL)}"),
+)
+
+
+def group_capacity_used(m: Sequence[str]) -> str:
+    """Share of the open session slots in use per delivery group (0-1), as the capacity alerts see it.
+
+    Sessions (all states) on hosts open for logons over the sum of their vdi_host_max_sessions. A group
+    whose reporting hosts are all closed (drained, in maintenance) shows 1: no logon can land there.
+    """
+    slots = gauge("vdi_host_max_sessions", m)
+    opened = open_hosts(m)
+    used = (f"sum by (delivery_group) ({host_sessions(m)} * on (host, site, delivery_group) {opened})"
+            f" / (sum by (delivery_group) ({slots} * on (host, site, delivery_group) {opened}) > 0)")
+    closed = f"sum by (delivery_group) ({slots} and on (host) {reporting(m)}) * 0 + 1"
+    return f"({used}) or ({closed})"
+
+
+def wall() -> Dict[str, Any]:
+    g = Grid()
+    stats = []
+    for state in ("active", "disconnected", "idle"):
+        stats.append(stat(
+            f"Sessions {state}", f"Sessions in state {state} on the hosts that report now, all protocols.",
+            [target(f"sum({live_sessions(WALL, extra=[is_('state', state)])})", state, instant=True)],
+            big=True, steps=fixed(STATE_COLORS[state]), decimals=0))
+    stats.append(stat(
+        "Hosts up / total",
+        "up: hosts whose agent reports (maintenance included). total: every host that should report, i.e. "
+        "all known hosts except those that shut down cleanly (powered-down pool desktops).",
+        [target(f"sum({gauge('vdi_agent_up', WALL)})", "up", instant=True),
+         target(f"count({gauge('vdi_agent_up', WALL)})", "total", instant=True)],
+        big=True, text_mode="value_and_name", steps=fixed("blue"), decimals=0))
+    stats.append(stat(
+        "Stale agents", "Hosts whose agent missed 3 of its intervals without saying goodbye. Red above 0; "
+        "the table below names them.",
+        [target(f"count({gauge('vdi_agent_up', WALL)} == 0) or vector(0)", "stale", instant=True)],
+        big=True, steps=thresholds((None, "green"), (1, "red")), decimals=0))
+    stats.append(stat(
+        "Firing alerts", "Prometheus alerts firing now, all of vdiwatch (not filtered by site).",
+        [target('count(ALERTS{alertstate="firing"}) or vector(0)', "firing", instant=True)],
+        big=True, steps=thresholds((None, "green"), (1, "red")), decimals=0))
+    g.add(6, *((4, s) for s in stats))
+
+    capacity = bargauge(
+        "Capacity used per delivery group",
+        "Sessions on the hosts open for logons (reporting, accepting, not in maintenance) over their "
+        "vdi_host_max_sessions. Orange from 85 %, red from 95 %; a group with no open host shows 100 %.",
+        [target(group_capacity_used(WALL), "{{delivery_group}}", instant=True)],
+        big=True, unit="percentunit", min_value=0, max_value=1, decimals=0,
+        steps=thresholds((None, "green"), (0.85, "orange"), (0.95, "red")))
+    states = 'state=~"active|idle|disconnected"'
+    overrides = [by_name(f"/^{s}/", ("color", color(c)), regex=True) for s, c in STATE_COLORS.items()]
+    overrides.append(by_name("/yesterday/", ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
+                             ("custom.lineWidth", 2), ("custom.fillOpacity", 0), regex=True))
+    sessions = timeseries(
+        "Sessions by state, today and yesterday",
+        "Sessions on the hosts that report, by state; dashed: the same time yesterday (offset 1d).",
+        [target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states])})", "{{state}}"),
+         target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states], offset='1d')})",
+                "{{state}} yesterday")],
+        width=4, decimals=0, overrides=overrides)
+    g.add(10, (9, capacity), (15, sessions))
+
+    problems = " or ".join(labelled(f"({cond})", "problem", name) for name, _, cond in PROBLEMS)
+    problem_colors = value_mappings(*((name, name, c) for name, c, _ in PROBLEMS))
+    g.add(10, (24, table(
+        "Problem hosts",
+        "Hosts that need a look: agent silent (stale), not accepting logons while not in maintenance, in "
+        "maintenance, CPU busy over 90 % (5m), memory available under 10 %. Click a host for its drill-down.",
+        [target(problems, table=True)], columns=["problem", "host", "delivery_group", "site"],
+        sort="problem", big=True,
+        overrides=[by_name("problem", ("mappings", problem_colors),
+                           ("custom.cellOptions", {"type": "color-background", "mode": "basic"})),
+                   by_name("host", ("links", [HOST_LINK]))],
+        no_value="no problem hosts")))
+    return dashboard("vdiwatch-wall", "vdiwatch wall",
+                     "The ops room wall display: sessions, hosts, capacity and problem hosts at a glance.",
+                     g, site_group_variables(), refresh="30s", time_from="now-24h")
+
+
+# ---------------------------------------------------------------------------
+# Host drill-down
+# ---------------------------------------------------------------------------
+
+HOST = ('host="$host"',)
+RATE = "$__rate_interval"
+HOST_STATE_CODES = (("up", 1, "green"), ("maintenance", 2, "blue"), ("stale", 3, "red"), ("stopped", 4, "text"))
+
+
+def host() -> Dict[str, Any]:
+    g = Grid()
+    g.section("Host and agent")
+    state = " + ".join(f"max({gauge('vdi_host_state', HOST, extra=[is_('state', s)])}) * {code}"
+                       for s, code, _ in HOST_STATE_CODES)
+    g.add(4,
+          (4, stat("State", "The collector's view: up, maintenance, stale (silent without goodbye) or "
+                   "stopped (said goodbye).",
+                   [target(state, "state", instant=True)],
+                   mappings=value_mappings(*((str(code), s, c) for s, code, c in HOST_STATE_CODES)))),
+          (4, stat("Accepting logons", "1 when the host takes new logons; 0 when drained.",
+                   [target(gauge("vdi_host_accepting_sessions", HOST), "accepting", instant=True)],
+                   mappings=value_mappings(("1", "yes", "green"), ("0", "drained", "orange")))),
+          (4, stat("Report age", "Seconds since the collector received the host's last report "
+                   "(time() - vdi_agent_last_report_timestamp_seconds). Orange from 30 s, red from 45 s: "
+                   "2 and 3 intervals at the default 15 s.",
+                   [target(f"time() - {gauge('vdi_agent_last_report_timestamp_seconds', HOST)}", "age",
+                           instant=True)],
+                   unit="s", decimals=0, steps=thresholds((None, "green"), (30, "orange"), (45, "red")))),
+          (4, stat("Clock skew", "Agent clock minus collector clock (positive: the agent is ahead). Orange "
+                   "beyond 10 s, red beyond 60 s (the clock-skew alert).",
+                   [target(gauge("vdi_agent_clock_skew_seconds", HOST), "skew", instant=True)],
+                   unit="s", decimals=1, steps=thresholds((None, "red"), (-60, "orange"), (-10, "green"),
+                                                          (10, "orange"), (60, "red")))),
+          (4, stat("Uptime", "Since the host booted.",
+                   [target(f"time() - {gauge('vdi_host_boot_time_seconds', HOST)}", "uptime", instant=True)],
+                   unit="s", steps=fixed("blue"))),
+          (4, stat("Agent", "Agent version and operating system (vdi_agent_info).",
+                   [target(gauge("vdi_agent_info", HOST, "version", "os", "os_release"),
+                           "{{version}} on {{os}} {{os_release}}", instant=True)],
+                   text_mode="name", steps=fixed("blue"))))
+    g.add(3, (24, stat(
+        "Agent collectors", "Per agent collector (cpu, memory, sessions...): OK when it succeeded in the last "
+        "report, FAILED when not (its readings are then missing).",
+        [target(gauge("vdi_agent_collector_success", HOST, "collector"), "{{collector}}", instant=True)],
+        text_mode="value_and_name", mappings=value_mappings(("1", "OK", "green"), ("0", "FAILED", "red")))))
+
+    g.section("Resources")
+    cpus = gauge("vdi_host_cpus", HOST)
+    busy_modes = rate("vdi_host_cpu_seconds_total", HOST, RATE, "mode", extra=['mode!="idle"'])
+    g.add(8,
+          (12, timeseries(
+              "CPU by mode", "Share of all CPUs per mode, idle left out: rate of vdi_host_cpu_seconds_total "
+              "divided by the CPU count.",
+              [target(f"sum by (mode) ({busy_modes} / on (host, site, delivery_group) group_left () {cpus})",
+                      "{{mode}}")],
+              stack=True, fill=40, unit="percentunit", min_value=0, max_value=1)),
+          (12, timeseries(
+              "Load average", "1, 5 and 15-minute load with the CPU count for scale (on Windows psutil's "
+              "emulation from the processor queue).",
+              [target(gauge("vdi_host_load1", HOST), "load1"), target(gauge("vdi_host_load5", HOST), "load5"),
+               target(gauge("vdi_host_load15", HOST), "load15"), target(cpus, "CPUs")],
+              overrides=[by_name("CPUs", ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
+                                 ("color", color("red")), ("custom.fillOpacity", 0))])))
+    g.add(8,
+          (12, timeseries(
+              "Memory", "Physical memory, memory available to new processes, swap/page file in use.",
+              [target(gauge("vdi_host_memory_total_bytes", HOST), "total"),
+               target(gauge("vdi_host_memory_available_bytes", HOST), "available"),
+               target(gauge("vdi_host_swap_used_bytes", HOST), "swap used"),
+               target(gauge("vdi_host_swap_total_bytes", HOST), "swap total")],
+              unit="bytes", overrides=[by_name("total", ("custom.fillOpacity", 0), ("color", color("red")))])),
+          (12, bargauge(
+              "Filesystems: space available", "Space available to unprivileged users as a share of the size, "
+              "per mount point. Red under 10 %, orange under 25 %.",
+              [target(f"{gauge('vdi_host_filesystem_avail_bytes', HOST, 'mountpoint', 'fstype')} / "
+                      f"{gauge('vdi_host_filesystem_size_bytes', HOST, 'mountpoint', 'fstype')}",
+                      "{{mountpoint}} ({{fstype}})", instant=True)],
+              unit="percentunit", min_value=0, max_value=1,
+              steps=thresholds((None, "red"), (0.1, "orange"), (0.25, "green")))))
+    g.add(8,
+          (12, timeseries(
+              "Disk throughput", "Bytes read and written per second, per device.",
+              [target(f"sum by (device) ({rate('vdi_host_disk_read_bytes_total', HOST, RATE, 'device')})",
+                      "{{device}} read"),
+               target(f"sum by (device) ({rate('vdi_host_disk_written_bytes_total', HOST, RATE, 'device')})",
+                      "{{device}} written"),
+               ], unit="Bps")),
+          (12, timeseries(
+              "Disk operations and busy time", "Read and write operations per second, and the share of time "
+              "the device was busy (right axis).",
+              [target(f"sum by (device) ({rate('vdi_host_disk_reads_completed_total', HOST, RATE, 'device')})",
+                      "{{device}} reads"),
+               target(f"sum by (device) ({rate('vdi_host_disk_writes_completed_total', HOST, RATE, 'device')})",
+                      "{{device}} writes"),
+               target(f"sum by (device) ({rate('vdi_host_disk_io_time_seconds_total', HOST, RATE, 'device')})",
+                      "{{device}} busy")],
+              unit="iops", overrides=[by_name("/busy/", ("unit", "percentunit"), ("custom.axisPlacement", "right"),
+                                              regex=True)])))
+    net = "interface"
+    g.add(8,
+          (12, timeseries(
+              "Network throughput", "Bytes received and sent per second, per interface (loopback not reported).",
+              [target(f"sum by ({net}) ({rate('vdi_host_network_receive_bytes_total', HOST, RATE, net)})",
+                      "{{interface}} received"),
+               target(f"sum by ({net}) ({rate('vdi_host_network_transmit_bytes_total', HOST, RATE, net)})",
+                      "{{interface}} sent")], unit="Bps")),
+          (12, timeseries(
+              "Network packets, errors and drops", "Packets per second, and errors and drops per second "
+              "(should stay at 0).",
+              [target(f"sum by ({net}) ({rate(f'vdi_host_network_{d}_packets_total', HOST, RATE, net)})",
+                      f"{{{{interface}}}} {d} packets") for d in ("receive", "transmit")]
+              + [target(f"sum by ({net}) ({rate(f'vdi_host_network_{d}_{k}_total', HOST, RATE, net)})",
+                        f"{{{{interface}}}} {d} {k}") for d in ("receive", "transmit") for k in ("errs", "drop")],
+              unit="pps", overrides=[by_name("/errs|drop/", ("color", color("red")), regex=True)])))
+
+    g.section("Sessions")
+    g.add(8,
+          (8, timeseries(
+              "Sessions by state", "Sessions by state, all protocols.",
+              [target(f"sum by (state) ({host_sessions(HOST, 'state')})", "{{state}}")],
+              stack=True, fill=40, decimals=0,
+              overrides=[by_name(s, ("color", color(c))) for s, c in STATE_COLORS.items()])),
+          (8, timeseries(
+              "Sessions by protocol", "Sessions by protocol (ica, rdp, console, ssh, other), all states.",
+              [target(f"sum by (protocol) ({host_sessions(HOST, 'protocol')})", "{{protocol}}")],
+              stack=True, fill=40, decimals=0)),
+          (8, timeseries(
+              "Logons, logoffs, disconnects, reconnects",
+              "Lifecycle events per interval: increase of the agent's counters over the panel's interval "
+              "(at least 5 minutes). An agent restart is a counter reset, not a drop.",
+              [target(f"sum({rate(f'vdi_session_{k}_total', HOST, '$__interval', fn='increase')})", k)
+               for k in ("logons", "logoffs", "disconnects", "reconnects")],
+              bars=True, decimals=0, interval="5m")))
+    g.add(8,
+          (4, stat("Users", "Distinct users with a session.",
+                   [target(gauge("vdi_session_users", HOST), "users", instant=True)], steps=fixed("blue"),
+                   decimals=0)),
+          (4, stat("Longest disconnected", "How long the longest-disconnected session has been disconnected; "
+                   "empty when none is. Orange after 4 h, red after 24 h.",
+                   [target(f"time() - {gauge('vdi_sessions_oldest_disconnect_timestamp_seconds', HOST)}",
+                           "disconnected for", instant=True)],
+                   unit="s", no_value="none", steps=thresholds((None, "green"), (4 * 3600, "orange"),
+                                                               (86400, "red")))),
+          (8, timeseries(
+              "CPU: session processes vs system", "CPU cores used by processes in user sessions (user) and "
+              "outside them (system: services, antivirus, updates).",
+              [target(f"sum by (class) ({rate('vdi_session_process_cpu_seconds_total', HOST, RATE, 'class')})",
+                      "{{class}}")], stack=True, fill=40, unit="short")),
+          (8, timeseries(
+              "Memory: session processes vs system", "Resident memory of processes in user sessions and "
+              "outside them, and their number (right axis).",
+              [target(f"sum by (class) ({gauge('vdi_session_process_memory_bytes', HOST, 'class')})",
+                      "{{class}} memory"),
+               target(f"sum by (class) ({gauge('vdi_session_processes', HOST, 'class')})", "{{class}} processes")],
+              unit="bytes", overrides=[by_name("/processes/", ("unit", "short"), ("custom.axisPlacement", "right"),
+                                               regex=True)])))
+    top = ("Appears only when per-user series are enabled (agent `per_user_top` > 0); `user` is a pseudonym "
+           "unless the operator opted in to plain names.")
+    g.add(8,
+          (12, bargauge(
+              "Top users by CPU", "The 10 users using the most CPU cores over the agent's last interval. " + top,
+              [target(f"topk(10, {gauge('vdi_user_cpu_cores', HOST, 'user')})", "{{user}}", instant=True)],
+              unit="short", decimals=2, color_mode="continuous-BlYlRd")),
+          (12, bargauge(
+              "Top users by memory", "The 10 users with the most resident memory. " + top,
+              [target(f"topk(10, {gauge('vdi_user_memory_bytes', HOST, 'user')})", "{{user}}", instant=True)],
+              unit="bytes", color_mode="continuous-BlYlRd")))
+    variables = site_group_variables()
+    variables.append(query_variable("host", "Host", HOST_VAR, all_=False, multi=False))
+    return dashboard("vdiwatch-host", "vdiwatch host",
+                     "One host in depth: resources, sessions, per-user use and agent health.",
+                     g, variables, refresh="1m", time_from="now-6h")
+
+
+# ---------------------------------------------------------------------------
+# Capacity
+# ---------------------------------------------------------------------------
+
+CAP = WALL
+RESERVE = 1.2  # plan for the peak plus 20 %
+
+
+def group_sessions(m: Sequence[str]) -> str:
+    return f"sum by (delivery_group) ({live_sessions(m)})"
+
+
+def capacity() -> Dict[str, Any]:
+    g = Grid()
+    peak_day = f"max_over_time({group_sessions(CAP)}[1d:{SUBQUERY_STEP}])"
+    g.add(9,
+          (12, timeseries(
+              "Peak concurrent sessions per day",
+              "Per delivery group, the most sessions at any one time in the day before each bar "
+              f"(max_over_time of a subquery at {SUBQUERY_STEP} resolution), on hosts that reported.",
+              [target(peak_day, "{{delivery_group}}")], bars=True, decimals=0, interval="1d",
+              legend_calcs=["max"])),
+          (12, timeseries(
+              "Logons per hour", "Sessions that appeared per hour, per delivery group (increase of "
+              "vdi_session_logons_total over 1 h).",
+              [target(f"sum by (delivery_group) ({rate('vdi_session_logons_total', CAP, '1h', fn='increase')})",
+                      "{{delivery_group}}")], bars=True, decimals=0, interval="1h", legend_calcs=["max"])))
+    slots = gauge("vdi_host_max_sessions", CAP)
+    headroom = (f"sum by (delivery_group) (clamp_min({slots} - on (host, site, delivery_group) "
+                f"{host_sessions(CAP)}, 0) * on (host, site, delivery_group) {open_hosts(CAP)})")
+    g.add(9,
+          (12, timeseries(
+              "Headroom: free session slots", "Per delivery group, vdi_host_max_sessions minus sessions, summed "
+              "over the hosts open for logons (reporting, accepting, not in maintenance). Hosts without a "
+              "configured maximum do not count. Red at 0.",
+              [target(headroom, "{{delivery_group}}")], decimals=0, legend_calcs=["min", "lastNotNull"],
+              steps=thresholds((None, "red"), (1, "transparent")), threshold_style="area")),
+          (12, timeseries(
+              "Capacity used", "Sessions on open hosts over their slots, per delivery group (as on the wall). "
+              "Lines at 85 % and 95 %.",
+              [target(group_capacity_used(CAP), "{{delivery_group}}")], unit="percentunit", min_value=0,
+              max_value=1, steps=thresholds((None, "transparent"), (0.85, "orange"), (0.95, "red")),
+              threshold_style="dashed")))
+    peak = f"max_over_time({group_sessions(CAP)}[$__range:{SUBQUERY_STEP}])"
+    avg_slots = f"avg by (delivery_group) ({slots})"
+    hosts = f"count by (delivery_group) ({slots})"
+    needed = f"ceil({peak} * {RESERVE} / {avg_slots})"
+    g.add(9, (24, table(
+        "Sizing: hosts needed at the peak with a 20 % reserve",
+        "Per delivery group over the selected time range: the peak of concurrent sessions, the hosts known "
+        "now (with a configured maximum), their average vdi_host_max_sessions, the hosts needed "
+        f"= ceil(peak x {RESERVE} / average maximum), and the spare hosts (known minus needed; red below 0).",
+        [target(peak, table=True), target(hosts, table=True), target(avg_slots, table=True),
+         target(needed, table=True), target(f"{hosts} - {needed}", table=True)],
+        columns=["delivery_group", "Value #A", "Value #B", "Value #C", "Value #D", "Value #E"],
+        rename={"delivery_group": "Delivery group", "Value #A": "Peak sessions", "Value #B": "Hosts",
+                "Value #C": "Average max sessions per host", "Value #D": "Hosts needed (peak + 20 %)",
+                "Value #E": "Spare hosts"},
+        merge=True, sort="Delivery group", decimals=0,
+        overrides=[by_name("Average max sessions per host", ("decimals", 1)),
+                   by_name("Spare hosts", ("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+                           ("thresholds", thresholds((None, "red"), (0, "green"))),
+                           ("color", {"mode": "thresholds"}))])))
+    return dashboard("vdiwatch-capacity", "vdiwatch capacity",
+                     "Capacity planning: daily peaks, logon rates, headroom and hosts needed per delivery group.",
+                     g, site_group_variables(), refresh="5m", time_from="now-14d")
+
+
+# ---------------------------------------------------------------------------
+# Collector
+# ---------------------------------------------------------------------------
+
+COLL = (f'job="{COLLECTOR_JOB}"', 'instance=~"$instance"')
+
+
+def collector() -> Dict[str, Any]:
+    g = Grid()
+    c = ", ".join(COLL)
+    g.add(5,
+          (4, stat("Collector replicas", "Prometheus' scrape of each replica: UP or DOWN (up).",
+                   [target(f"up{{{c}}}", "{{instance}}", instant=True)], text_mode="value_and_name",
+                   mappings=value_mappings(("1", "UP", "green"), ("0", "DOWN", "red")))),
+          (4, stat("Reports per second", "Reports stored per second, all replicas (5m rate).",
+                   [target(f"sum(rate(vdi_collector_reports_accepted_total{{{c}}}[5m]))", "accepted",
+                           instant=True)], decimals=1, steps=fixed("blue"))),
+          (4, stat("Rejected per second", "Reports refused per second, all replicas and reasons (5m rate). "
+                   "Orange above 0.",
+                   [target(f"sum(rate(vdi_collector_reports_rejected_total{{{c}}}[5m]))", "rejected",
+                           instant=True)], decimals=2, steps=thresholds((None, "green"), (0.001, "orange")))),
+          (4, stat("Hosts known", "Hosts a replica holds, by state, summed over replicas: a host that failed "
+                   "over counts on both until the old copy expires.",
+                   [target(f"sum by (state) (vdi_collector_hosts{{{c}}})", "{{state}}", instant=True)],
+                   text_mode="value_and_name", steps=fixed("blue"), decimals=0)),
+          (4, stat("Snapshot age", "Seconds since each replica last wrote its host snapshot. Empty when no "
+                   "snapshot_file is configured. Orange from 2 min, red from 5 min (default interval 30 s).",
+                   [target(f"time() - (vdi_collector_snapshot_last_success_timestamp_seconds{{{c}}} > 0)",
+                           "{{instance}}", instant=True)],
+                   unit="s", decimals=0, no_value="no snapshots",
+                   steps=thresholds((None, "green"), (120, "orange"), (300, "red")))),
+          (4, stat("Snapshot failures (1 h)", "Snapshot writes that failed in the last hour, all replicas "
+                   "(disk full, permissions: the collector's log says which). Red above 0.",
+                   [target(f"sum(increase(vdi_collector_snapshot_failures_total{{{c}}}[1h]))", "failures",
+                           instant=True)],
+                   decimals=0, steps=thresholds((None, "green"), (1, "red")))))
+    g.add(8,
+          (12, timeseries(
+              "Ingest rate", "Reports stored per second, per replica (rate over 5m).",
+              [target(f"sum by (instance) (rate(vdi_collector_reports_accepted_total{{{c}}}[5m]))",
+                      "{{instance}}")], unit="reqps")),
+          (12, timeseries(
+              "Rejections by reason", "Reports refused per second, by reason (see docs/report-format.md); only "
+              "reasons that occurred are shown.",
+              [target(f"sum by (reason) (rate(vdi_collector_reports_rejected_total{{{c}}}[5m])) > 0",
+                      "{{reason}}")], unit="reqps", no_value="no rejections")))
+    g.add(8,
+          (12, timeseries(
+              "Hosts by state", "Hosts each replica holds, by liveness state (vdi_collector_hosts).",
+              [target(f"vdi_collector_hosts{{{c}}}", "{{state}} on {{instance}}")], decimals=0)),
+          (12, timeseries(
+              "Scrape duration", "Time the collector took to render /metrics (vdi_collector_scrape_duration_seconds)"
+              " and the whole scrape as Prometheus timed it (scrape_duration_seconds).",
+              [target(f"vdi_collector_scrape_duration_seconds{{{c}}}", "render {{instance}}"),
+               target(f"scrape_duration_seconds{{{c}}}", "scrape {{instance}}")], unit="s")))
+    g.add(8,
+          (12, timeseries(
+              "Report processing time", "99th and 50th percentile of the time to read, check and store one "
+              "report (vdi_collector_report_duration_seconds, 5m rate).",
+              [target(f"histogram_quantile({q}, sum by (le, instance) "
+                      f"(rate(vdi_collector_report_duration_seconds_bucket{{{c}}}[5m])))",
+                      f"p{round(q * 100)} {{{{instance}}}}") for q in (0.99, 0.5)], unit="s")),
+          (12, timeseries(
+              "Collector process", "Resident memory and CPU (cores, right axis) of each collector process.",
+              [target(f"process_resident_memory_bytes{{{c}}}", "memory {{instance}}"),
+               target(f"rate(process_cpu_seconds_total{{{c}}}[5m])", "CPU {{instance}}")],
+              unit="bytes", overrides=[by_name("/CPU/", ("unit", "short"), ("custom.axisPlacement", "right"),
+                                               regex=True)])))
+    variables = [query_variable("instance", "Collector", f'label_values(up{{job="{COLLECTOR_JOB}"}}, instance)')]
+    return dashboard("vdiwatch-collector", "vdiwatch collector",
+                     "The collector replicas themselves: ingest, rejections, hosts, scrape time, snapshots.",
+                     g, variables, refresh="30s", time_from="now-6h")
+
+
+# ---------------------------------------------------------------------------
+
+DASHBOARDS = {"wall": wall, "host": host, "capacity": capacity, "collector": collector}
+
+
+def render(build) -> str:
+    return json.dumps(build(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def rendered() -> Dict[str, str]:
+    """File name -> JSON text of every dashboard, as written to grafana/dashboards/."""
+    return {f"{name}.json": render(build) for name, build in DASHBOARDS.items()}
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered().items():
+        (OUT / name).write_text(text, encoding="utf-8")
+        print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

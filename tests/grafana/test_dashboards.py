@@ -1,0 +1,386 @@
+"""The Grafana dashboards' structure, checked without Grafana.
+
+The JSON in grafana/dashboards/ is generated; after a change of grafana/generate.py run
+
+    .venv/bin/python grafana/generate.py
+
+What runs the queries against a real Prometheus is test_dashboards_truth.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import re
+from typing import Any, Dict, Iterator, List, Set, Tuple
+
+import pytest
+
+from tests.conftest import ROOT
+
+DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
+CONTRACT = ROOT / "docs" / "metrics.md"
+UIDS = {"wall.json": "vdiwatch-wall", "host.json": "vdiwatch-host", "capacity.json": "vdiwatch-capacity",
+        "collector.json": "vdiwatch-collector"}
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+# Prometheus' own series, which the contract does not list.
+PROMETHEUS_OWN = {"up", "ALERTS", "scrape_duration_seconds"}
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
+                "unless", "inf", "nan"}
+# Per-host metrics: everything vdiwatch serves with host/site/delivery_group labels.
+PER_HOST = re.compile(r"\b(vdi_(?!collector_)\w+)\s*[{\s)]")
+AGGREGATION = re.compile(r"\b(sum|min|max|avg|count|topk|bottomk|quantile|stddev|stdvar|group)\s*"
+                         r"(?:(by|without)\s*\(([^()]*)\)\s*)?$")
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("vdiwatch_grafana_generate", ROOT / "grafana" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dashboards() -> Dict[str, Dict[str, Any]]:
+    return {name: json.loads((DASHBOARDS_DIR / name).read_text(encoding="utf-8")) for name in UIDS}
+
+
+def panels(dashboard: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    for p in dashboard["panels"]:
+        yield p
+        yield from p.get("panels", ())
+
+
+def targets(dashboard: Dict[str, Any]) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    for p in panels(dashboard):
+        for t in p.get("targets", ()):
+            yield p, t
+
+
+def variable_query(variable: Dict[str, Any]) -> str:
+    q = variable["query"]
+    return q["query"] if isinstance(q, dict) else q
+
+
+def label_values_selector(query: str) -> str:
+    """`label_values(selector, label)` -> selector; the label is not a metric name."""
+    m = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\s*\)\s*", query)
+    assert m, f"unexpected variable query {query!r}"
+    return m.group(1)
+
+
+def metric_names(expr: str) -> Set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords or label names."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings (label_replace arguments, matcher values)
+    s = re.sub(r"\{[^{}]*\}", " ", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)  # ranges and subqueries, $__rate_interval included
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", s)  # label lists
+    s = re.sub(r"\boffset\s+-?[\w$]+", " ", s)
+    s = re.sub(r"\$\{?\w+\}?", " ", s)  # Grafana variables
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", s):
+        word, call = m.group(1), m.group(2)
+        if not call and word.lower() not in PROMQL_WORDS:
+            names.add(word)
+    return names
+
+
+def contract() -> Tuple[Set[str], List[str]]:
+    """Metric names of docs/metrics.md's metric tables (histogram series included), and `prefix_*` entries."""
+    names: Set[str] = set()
+    prefixes: List[str] = []
+    in_metrics = False
+    for line in CONTRACT.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("|"):
+            in_metrics = False
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == "metric":
+            in_metrics = True
+            continue
+        if not in_metrics or len(cells) < 2:
+            continue
+        for name in re.findall(r"`([^`]+)`", cells[0]):
+            if name.endswith("*"):
+                prefixes.append(name[:-1])
+            else:
+                names.add(name)
+                if cells[1] == "histogram":
+                    names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    return names, prefixes
+
+
+def in_contract(name: str, names: Set[str], prefixes: List[str]) -> bool:
+    return name in names or any(name.startswith(p) for p in prefixes)
+
+
+def undeduplicated(expr: str, generator) -> List[str]:
+    """Per-host selectors that something other than `max by (host, site, delivery_group, ...)` aggregates
+    first, or that nothing aggregates. The freshest-copy pick itself is left out: it is the dedup."""
+    for offset in ("", "1d"):
+        expr = expr.replace(generator.freshest(offset), "(FRESHEST)")
+    stack: List[int] = []
+    enclosing: Dict[int, List[int]] = {}
+    starts = {m.start(1): m.group(1) for m in PER_HOST.finditer(expr)}
+    for i, ch in enumerate(expr):
+        if i in starts:
+            enclosing[i] = list(stack)
+        if ch == "(":
+            stack.append(i)
+        elif ch == ")":
+            stack.pop()
+    bad = []
+    for start, metric in starts.items():
+        verdict = "not aggregated at all"
+        for paren in reversed(enclosing[start]):
+            m = AGGREGATION.search(expr[:paren])
+            if not m:
+                continue  # a function (rate, clamp_min...) or plain parentheses: look further out
+            labels = [x.strip() for x in (m.group(3) or "").split(",")]
+            ok = m.group(1) == "max" and m.group(2) == "by" and labels[:3] == ["host", "site", "delivery_group"]
+            verdict = "" if ok else f"aggregated first by {m.group(0).strip()!r}"
+            break
+        if verdict:
+            bad.append(f"{metric}: {verdict}")
+    return bad
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_dashboards_are_what_the_generator_writes() -> None:
+    generated = load_generator().rendered()
+    assert sorted(generated) == sorted(UIDS)
+    assert sorted(p.name for p in DASHBOARDS_DIR.glob("*.json")) == sorted(UIDS), "stray dashboard files"
+    for name, text in generated.items():
+        assert (DASHBOARDS_DIR / name).read_text(encoding="utf-8") == text, (
+            f"grafana/dashboards/{name} is out of date: run .venv/bin/python grafana/generate.py")
+
+
+def test_generator_output_is_deterministic_sorted_and_indented() -> None:
+    generator = load_generator()
+    first, second = generator.rendered(), generator.rendered()
+    assert first == second
+    for text in first.values():
+        assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def test_each_dashboard_has_its_stable_uid_a_title_and_schema_39() -> None:
+    found = dashboards()
+    assert {name: d["uid"] for name, d in found.items()} == UIDS
+    titles = [d["title"] for d in found.values()]
+    assert all(titles) and len(set(titles)) == len(titles)
+    for d in found.values():
+        assert d["schemaVersion"] == 39
+        assert d["id"] is None, "an exported id would clash on import"
+        assert "vdiwatch" in d["tags"]
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_panels_fit_the_grid_and_never_overlap(name: str) -> None:
+    d = dashboards()[name]
+    rects = []
+    for p in d["panels"]:
+        g = p["gridPos"]
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0, p["title"]
+        assert g["x"] + g["w"] <= 24, f"{p['title']!r} runs past column 24"
+        rects.append((p["title"], g))
+    for (ta, a), (tb, b) in itertools.combinations(rects, 2):
+        apart = (a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"]
+                 or a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"])
+        assert apart, f"{ta!r} overlaps {tb!r}"
+    ids = [p["id"] for p in panels(d)]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_every_panel_and_target_reads_the_datasource_variable(name: str) -> None:
+    d = dashboards()[name]
+    for p in panels(d):
+        assert p.get("datasource") == DS, p["title"]
+    for p, t in targets(d):
+        assert t.get("datasource") == DS, p["title"]
+
+    def walk(node: Any, path: str) -> Iterator[Tuple[str, Any]]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "datasource":
+                    yield path, v
+                yield from walk(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from walk(v, f"{path}[{i}]")
+
+    hard_coded = [(path, v) for path, v in walk(d, name) if v != DS]
+    assert not hard_coded, f"datasource not taken from the variable: {hard_coded}"
+    ds_vars = [v for v in d["templating"]["list"] if v["type"] == "datasource"]
+    assert ds_vars == [v for v in d["templating"]["list"] if v["name"] == "datasource"]
+    assert len(ds_vars) == 1 and ds_vars[0]["query"] == "prometheus"
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_every_panel_has_queries_and_none_is_empty(name: str) -> None:
+    for p in panels(dashboards()[name]):
+        if p["type"] == "row":
+            continue
+        assert p.get("description"), f"{p['title']!r} needs a description (the docs and the (i) tooltip)"
+        ts = p.get("targets", [])
+        assert ts, f"{p['title']!r} has no query"
+        assert all(t.get("expr", "").strip() for t in ts), f"{p['title']!r} has an empty expr"
+        assert len({t["refId"] for t in ts}) == len(ts)
+
+
+def test_site_group_host_variables_chain_on_vdi_agent_info() -> None:
+    found = dashboards()
+    expected = {
+        "site": "label_values(vdi_agent_info, site)",
+        "delivery_group": 'label_values(vdi_agent_info{site=~"$site"}, delivery_group)',
+        "host": 'label_values(vdi_agent_info{site=~"$site", delivery_group=~"$delivery_group"}, host)',
+    }
+    for name, wanted in (("wall.json", ["site", "delivery_group"]), ("host.json", ["site", "delivery_group", "host"]),
+                         ("capacity.json", ["site", "delivery_group"]), ("collector.json", [])):
+        variables = {v["name"]: v for v in found[name]["templating"]["list"] if v["type"] == "query"}
+        assert [n for n in variables if n in expected] == wanted, name
+        for v in wanted:
+            assert variable_query(variables[v]) == expected[v]
+    host_var = next(v for v in found["host.json"]["templating"]["list"] if v["name"] == "host")
+    assert not host_var["multi"] and not host_var["includeAll"], "a drill-down shows one host"
+
+
+def test_wall_is_readable_from_three_metres() -> None:
+    wall = dashboards()["wall.json"]
+    assert wall["refresh"] == "30s" and wall["time"] == {"from": "now-24h", "to": "now"}
+    for v in wall["templating"]["list"]:
+        assert v["hide"] == 0, f"variable {v['name']} is hidden but the wall depends on it"
+        if v["name"] in ("site", "delivery_group"):
+            assert v["multi"] and v["includeAll"] and v["allValue"] == ".*"
+    ps = [p for p in wall["panels"]]
+    assert len(ps) <= 10, "a wall display holds few panels"
+    stats = [p for p in ps if p["type"] == "stat"]
+    assert len(stats) >= 6
+    for p in stats:
+        assert p["options"]["colorMode"] == "background"
+        assert p["options"]["text"]["valueSize"] >= 60, f"{p['title']!r}: value too small for 3 m"
+        assert p["gridPos"]["h"] >= 5 and p["gridPos"]["w"] >= 4
+    by_title = {p["title"]: p for p in ps}
+    stale = by_title["Stale agents"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in stale] == [(None, "green"), (1, "red")], "red above 0"
+    gauge = by_title["Capacity used per delivery group"]
+    defaults = gauge["fieldConfig"]["defaults"]
+    assert gauge["type"] == "bargauge" and defaults["unit"] == "percentunit"
+    assert (defaults["min"], defaults["max"]) == (0, 1)
+    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, 0.85, 0.95]
+    alerts = by_title["Firing alerts"]["targets"][0]["expr"]
+    assert alerts == 'count(ALERTS{alertstate="firing"}) or vector(0)'
+    history = by_title["Sessions by state, today and yesterday"]["targets"]
+    assert "offset 1d" not in history[0]["expr"] and "offset 1d" in history[1]["expr"]
+    table = by_title["Problem hosts"]
+    assert table["targets"][0]["format"] == "table" and table["targets"][0]["instant"]
+    assert table["targets"][0]["expr"].count('label_replace(') == 5
+
+
+def test_host_panels_cover_the_drill_down() -> None:
+    host = dashboards()["host.json"]
+    exprs = " ".join(t["expr"] for _, t in targets(host))
+    for needle in ("rate(vdi_host_cpu_seconds_total", "vdi_host_memory_available_bytes",
+                   "vdi_host_filesystem_avail_bytes", "vdi_host_disk_read_bytes_total",
+                   "vdi_host_network_receive_bytes_total", "sum by (state)", "sum by (protocol)",
+                   "increase(vdi_session_logons_total", "vdi_user_cpu_cores", "vdi_user_memory_bytes",
+                   "vdi_agent_collector_success", "time() - max by (host, site, delivery_group) "
+                   "((vdi_agent_last_report_timestamp_seconds", "vdi_agent_clock_skew_seconds", "vdi_host_state"):
+        assert needle in exprs, needle
+    per_user = [p for p in panels(host) if any("vdi_user_" in t["expr"] for t in p.get("targets", ()))]
+    assert len(per_user) == 2
+    assert all("only when per-user series are enabled" in p["description"] for p in per_user)
+
+
+def test_capacity_sizing_applies_the_20_percent_reserve() -> None:
+    cap = dashboards()["capacity.json"]
+    exprs = [t["expr"] for _, t in targets(cap)]
+    assert any(e.startswith("max_over_time(") and "[1d:5m]" in e for e in exprs), "peak per day"
+    assert any("increase(vdi_session_logons_total" in e and "[1h]" in e for e in exprs), "logons per hour"
+    needed = [e for e in exprs if e.startswith("ceil(")]
+    assert len(needed) == 1 and " * 1.2 / avg by (delivery_group) (" in needed[0]
+
+
+def test_collector_dashboard_reads_the_collector_self_metrics() -> None:
+    exprs = " ".join(t["expr"] for _, t in targets(dashboards()["collector.json"]))
+    for needle in ("rate(vdi_collector_reports_accepted_total", "vdi_collector_reports_rejected_total",
+                   "vdi_collector_hosts", "vdi_collector_scrape_duration_seconds",
+                   'scrape_duration_seconds{job="vdiwatch-collector"',
+                   "time() - (vdi_collector_snapshot_last_success_timestamp_seconds", 'up{job="vdiwatch-collector"'):
+        assert needle in exprs, needle
+
+
+def test_metric_parser_skips_functions_keywords_labels_and_variables() -> None:
+    expr = ('label_replace(sum by (host, le) (rate(vdi_a_total{mode!="idle", x=~"$site"}[$__rate_interval]))'
+            ' / on (host) group_left () vdi_b offset 1d, "problem", "cpu over 90 %", "", "") > 0.9 '
+            'or histogram_quantile(0.99, vdi_c_bucket[1d:5m]) * 1e3 and bool time() - ALERTS')
+    assert metric_names(expr) == {"vdi_a_total", "vdi_b", "vdi_c_bucket", "ALERTS"}
+
+
+def test_contract_parser_reads_the_metric_tables() -> None:
+    names, prefixes = contract()
+    assert {"vdi_sessions", "vdi_host_load15", "vdi_collector_report_duration_seconds_bucket"} <= names
+    assert not {"host", "site", "delivery_group"} & names, "the labels table is not a metric table"
+    assert "process_" in prefixes
+
+
+def test_every_metric_used_is_in_the_contract() -> None:
+    names, prefixes = contract()
+    missing = {}
+    for name, d in dashboards().items():
+        exprs = [t["expr"] for _, t in targets(d)]
+        exprs += [label_values_selector(variable_query(v)) for v in d["templating"]["list"] if v["type"] == "query"]
+        for expr in exprs:
+            for metric in metric_names(expr):
+                if not (in_contract(metric, names, prefixes) or metric in PROMETHEUS_OWN):
+                    missing.setdefault(metric, set()).add(name)
+    assert not missing, f"metrics not in docs/metrics.md: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_per_host_series_are_deduplicated_across_replicas_before_anything_else(name: str) -> None:
+    generator = load_generator()
+    bad = {}
+    for p, t in targets(dashboards()[name]):
+        problems = undeduplicated(t["expr"], generator)
+        if problems:
+            bad[f"{p['title']} {t['refId']}"] = problems
+    assert not bad, bad
+
+
+def test_dedup_check_catches_a_plain_sum() -> None:
+    generator = load_generator()
+    assert undeduplicated('sum(vdi_sessions{state="active"})', generator) == [
+        "vdi_sessions: aggregated first by 'sum'"]
+    assert undeduplicated("vdi_agent_up == 0", generator) == ["vdi_agent_up: not aggregated at all"]
+    assert undeduplicated(generator.gauge("vdi_agent_up", ()), generator) == []
+
+
+def test_provisioning_points_at_the_dashboards_and_a_prometheus_from_the_environment() -> None:
+    yaml = pytest.importorskip("yaml")
+    base = ROOT / "grafana" / "provisioning"
+    ds = yaml.safe_load((base / "datasources" / "vdiwatch.yaml").read_text())
+    (source,) = ds["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "${PROMETHEUS_URL}"
+    provider = yaml.safe_load((base / "dashboards" / "vdiwatch.yaml").read_text())
+    (files,) = provider["providers"]
+    assert files["type"] == "file"
+    path = files["options"]["path"]
+    docs = (ROOT / "docs" / "dashboards.md").read_text()
+    assert f"grafana/dashboards:{path}" in docs, "docs/dashboards.md mounts the dashboards elsewhere"
+    assert f"grafana/dashboards:{path}" in (base / "dashboards" / "vdiwatch.yaml").read_text()
+
+
+def test_docs_describe_every_panel_and_the_kiosk_url() -> None:
+    docs = (ROOT / "docs" / "dashboards.md").read_text()
+    for name, d in dashboards().items():
+        for p in panels(d):
+            if p["type"] != "row":
+                assert p["title"] in docs, f"docs/dashboards.md does not describe {name}: {p['title']!r}"
+    assert ("http://grafana:3000/d/vdiwatch-wall/vdiwatch-wall?orgId=1&kiosk&var-site=All"
+            "&var-delivery_group=All&refresh=30s") in docs
+    assert ".venv/bin/python grafana/generate.py" in docs

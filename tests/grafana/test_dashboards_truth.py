@@ -1,0 +1,450 @@
+"""Every dashboard query against a real Prometheus scraping real collectors fed by a simulated farm.
+
+Set-up (about 40 s): two collector replicas, a real Prometheus scraping both
+every second (tests/prometheus_harness.py, job "vdiwatch-collector", the
+project's rules loaded), and a feeder thread that posts a report for every host
+of a 30-host simulated farm (agent/simfarm.py) every second, stepping simulated
+time 5 minutes per tick from 09:00 so that sessions exist. Agents report with a
+1 s interval, so a silent host is stale after 3 s. Faults:
+
+    sim-0001  agent_dies        posts 3 times, then goes silent  -> stale
+    sim-0002  not_accepting     drained, not in maintenance
+    sim-0004  maintenance
+    sim-0005  memory_exhausted
+    sim-0007  cpu_saturated
+    sim-0008  says goodbye at tick 4                              -> stopped
+    sim-0010, sim-0011  fail over from replica A to replica B at tick 4: their
+              old copies stay on A (stale, with frozen session counts)
+    plus one report per tick that breaks the contract (a rejection)
+
+Phase 1, the farm running: every target of every panel is run as an instant
+query, with the dashboard variables substituted by values from the data
+(site/group "All" -> ".*", the host a healthy one that has a disconnected
+session), and must return at least one series without error. A panel whose
+metric was renamed returns nothing and fails here. The problem-host table must
+name exactly the faulty hosts.
+
+Phase 2, the farm frozen (the same readings re-posted with fresh timestamps):
+the wall's and the capacity dashboard's numbers must equal what the simulated
+farm says, with the failed-over hosts counted once.
+
+Grafana's own variables get short values: $__rate_interval 10s, $__interval 5s,
+$__range 1m. The only rewrites of a query are these, so that day-long views
+return data within a short test: `offset 1d` -> `offset 5s`, a subquery
+`[1d:` -> `[1m:`, and subquery resolution `:5m]` -> `:5s]`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Set
+
+import pytest
+import requests
+
+from agent.simfarm import Farm, SimHost
+from tests.conftest import CollectorProcess
+from tests.grafana.test_dashboards import dashboards, label_values_selector, variable_query
+from tests.prometheus_harness import PrometheusServer, value
+
+pytestmark = pytest.mark.slow
+
+MIDNIGHT = 1796083200 - (1796083200 % 86400)  # 2026-12-01 00:00 UTC, as tests/sim uses
+SIM_START = MIDNIGHT + 9 * 3600
+SIM_STEP = 300.0  # simulated seconds per real second
+RUN_TICKS = 12  # ticks before phase 1: stale hosts settled, more than 10 s of samples
+
+DEAD, DRAINED, MAINTENANCE, LOW_MEMORY, BUSY_CPU, GOODBYE = (
+    "sim-0001", "sim-0002", "sim-0004", "sim-0005", "sim-0007", "sim-0008")
+FAILOVER = ("sim-0010", "sim-0011")
+FAULTS = {DRAINED: "not_accepting", MAINTENANCE: "maintenance", LOW_MEMORY: "memory_exhausted",
+          BUSY_CPU: "cpu_saturated"}
+EXPECTED_PROBLEMS = {("agent silent", DEAD), ("not accepting logons", DRAINED), ("in maintenance", MAINTENANCE),
+                     ("memory under 10 %", LOW_MEMORY), ("CPU over 90 %", BUSY_CPU)}
+GRAFANA_INTERVALS = {"__rate_interval": "10s", "__interval": "5s", "__range": "1m"}
+REWRITES = ((r"offset 1d\b", "offset 5s"), (r"\[1d:", "[1m:"), (r":5m\]", ":5s]"))
+
+
+def substitute(expr: str, variables: Dict[str, str]) -> str:
+    """Grafana's variable interpolation for one query, plus the documented rewrites."""
+    values = {**GRAFANA_INTERVALS, **variables}
+
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in values:
+            raise KeyError(f"unknown variable ${name} in {expr}")
+        return values[name]
+
+    out = re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
+    for pattern, replacement in REWRITES:
+        out = re.sub(pattern, replacement, out)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The simulated farm and its agents
+# ---------------------------------------------------------------------------
+
+
+def report_for(h: SimHost, sim_now: float, started: float, goodbye: bool = False) -> dict:
+    """What the agent of simulated host `h` would post now: agent/simfarm's readings plus the parts a
+    real agent adds (collector statuses, per-user top, process classes)."""
+    readings = h.readings(sim_now)
+    sessions = readings["sessions"]
+    users = sorted({s.user for s in h.sessions.values()})
+    sessions["top_users"] = [{"user": f"u-{u[-5:]}", "cpu_cores": round(0.05 + 0.01 * i, 2),
+                              "memory_bytes": 300_000_000 + 1_000_000 * i} for i, u in enumerate(users[:5])]
+    sessions["processes"] = {
+        "user": {"cpu_seconds_total": round(h.cpu_busy * 0.7, 3), "memory_bytes": 600 * 2 ** 20 * len(users),
+                 "processes": 25 * len(h.sessions)},
+        "system": {"cpu_seconds_total": round(h.cpu_busy * 0.3, 3), "memory_bytes": 2 * 2 ** 30,
+                   "processes": 120}}
+    return {"schema_version": 1, "host": h.name, "site": h.site, "delivery_group": h.delivery_group,
+            "timestamp_seconds": time.time(), "goodbye": goodbye,
+            "agent": {"version": "0.9.0", "os": "windows", "os_release": "Windows Server 2022",
+                      "interval_seconds": 1, "start_time_seconds": started},
+            "collectors": {name: {"success": True, "duration_seconds": 0.004}
+                           for name in ("cpu", "memory", "filesystems", "sessions")},
+            "readings": readings}
+
+
+class Feeder(threading.Thread):
+    """Posts every reporting host's report once a second, stepping simulated time until frozen."""
+
+    def __init__(self, farm: Farm, a: CollectorProcess, b: CollectorProcess):
+        super().__init__(daemon=True, name="farm-feeder")
+        self.farm, self.a, self.b = farm, a, b
+        self.sessions = {c.url: requests.Session() for c in (a, b)}
+        self.started = time.time()
+        self.sim_now = SIM_START
+        self.ticks = 0
+        self.stopping = threading.Event()
+        self.freeze = threading.Event()
+        self.frozen = threading.Event()  # set once a tick ran on the frozen farm
+        self.errors: List[str] = []
+        self.rejected_reasons: Set[str] = set()
+        self.ticked = threading.Condition()
+
+    def replica(self, h: SimHost) -> CollectorProcess:
+        if h.name in FAILOVER:
+            return self.a if self.ticks < 4 else self.b
+        return self.a if int(h.name[-4:]) % 2 else self.b
+
+    def post(self, collector: CollectorProcess, doc: dict) -> requests.Response:
+        return self.sessions[collector.url].post(f"{collector.url}/api/v1/reports", data=json.dumps(doc),
+                                                 headers={"Content-Type": "application/json"}, timeout=5)
+
+    def tick(self) -> None:
+        frozen = self.freeze.is_set()
+        if not frozen:
+            self.farm.step(self.sim_now)
+        if self.ticks == 3:
+            self.farm.fault(DEAD, "agent_dies", self.sim_now)
+        for h in self.farm.hosts:
+            if not h.reporting() or (h.name == GOODBYE and self.ticks > 4):
+                continue
+            r = self.post(self.replica(h), report_for(h, self.sim_now, self.started, goodbye=(
+                h.name == GOODBYE and self.ticks == 4)))
+            if r.status_code != 200:
+                self.errors.append(f"{h.name}: {r.status_code} {r.text[:300]}")
+        bad = self.post(self.a, {"schema_version": 1, "host": "sim-broken", "site": "site-1"})
+        if bad.status_code == 400:
+            self.rejected_reasons.add(bad.json()["reason"])
+        else:
+            self.errors.append(f"a broken report got {bad.status_code}")
+        if frozen:
+            self.frozen.set()
+        else:
+            self.sim_now += SIM_STEP
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stopping.is_set():
+            try:
+                self.tick()
+            except Exception as e:  # noqa: BLE001 - reported to the test, which fails on it
+                if not self.stopping.is_set():
+                    self.errors.append(f"feeder: {e!r}")
+            with self.ticked:
+                self.ticks += 1
+                self.ticked.notify_all()
+            next_at += 1.0
+            self.stopping.wait(max(0.0, next_at - time.monotonic()))
+
+    def wait_ticks(self, n: int, timeout: float = 60.0) -> None:
+        with self.ticked:
+            assert self.ticked.wait_for(lambda: self.ticks >= n, timeout), f"feeder stuck at tick {self.ticks}"
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+        for s in self.sessions.values():
+            s.close()
+
+
+# ---------------------------------------------------------------------------
+# Running a dashboard's queries
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    dashboard: str
+    panel: str
+    ref: str
+    expr: str
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    error: Optional[str] = None
+
+
+def run_queries(prom: PrometheusServer, name: str, variables: Dict[str, str]) -> List[Result]:
+    out = []
+    for p in dashboards()[name]["panels"]:
+        for t in p.get("targets", ()):
+            expr = substitute(t["expr"], variables)
+            result = Result(name, p["title"], t["refId"], expr)
+            try:
+                result.rows = prom.query(expr)
+            except AssertionError as e:
+                result.error = str(e)[:500]
+            out.append(result)
+    return out
+
+
+def panel_query(name: str, title: str, ref: str = "A") -> str:
+    p = next(p for p in dashboards()[name]["panels"] if p["title"] == title)
+    return next(t["expr"] for t in p["targets"] if t["refId"] == ref)
+
+
+def label_values(prom: PrometheusServer, query: str, variables: Dict[str, str]) -> List[str]:
+    """Grafana's label_values(selector, label), the way it asks Prometheus."""
+    label = re.fullmatch(r".*,\s*(\w+)\s*\)\s*", query).group(1)
+    selector = substitute(label_values_selector(query), variables)
+    r = requests.get(f"{prom.url}/api/v1/label/{label}/values", params={"match[]": selector}, timeout=10)
+    r.raise_for_status()
+    return r.json()["data"]
+
+
+# ---------------------------------------------------------------------------
+# The set-up, shared by the tests of this module
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    farm: Farm
+    feeder: Feeder
+    prom: PrometheusServer
+    host: Dict[str, str]  # the healthy host picked for the drill-down: host, site, delivery_group
+    running: List[Result]  # phase 1: every target of every dashboard
+    variables: Dict[str, Dict[str, List[str]]]  # dashboard -> variable -> values Prometheus lists
+
+    def query(self, name: str, title: str, ref: str = "A", **variables: str) -> List[Dict[str, Any]]:
+        return self.prom.query(substitute(panel_query(name, title, ref), {**ALL, **variables}))
+
+
+ALL = {"site": ".*", "delivery_group": ".*", "instance": ".*"}
+
+
+def pick_host(prom: PrometheusServer) -> Dict[str, str]:
+    """A healthy host from the data: up, open for logons, with a disconnected session (for every panel)."""
+    faulty = "|".join((DEAD, DRAINED, MAINTENANCE, LOW_MEMORY, BUSY_CPU, GOODBYE) + FAILOVER)
+    rows = prom.query(f'vdi_sessions_oldest_disconnect_timestamp_seconds{{host!~"{faulty}"}} '
+                      'and on (host) vdi_agent_up == 1 and on (host) vdi_host_max_sessions > 1')
+    assert rows, "no healthy host with a disconnected session"
+    m = min(rows, key=lambda r: r["metric"]["host"])["metric"]
+    return {k: m[k] for k in ("host", "site", "delivery_group")}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("dashboards-truth")
+    started: List[Any] = []
+    try:
+        replicas = []
+        for name in ("a", "b"):
+            config = (f"[collector]\nmin_report_interval = 0.0\nsnapshot_file = '{tmp / (name + '.snapshot')}'\n"
+                      "snapshot_interval = 1.0\n")
+            replicas.append(CollectorProcess(tmp, config).start())
+            started.append(replicas[-1])
+        a, b = replicas
+        prom = PrometheusServer(tmp, [c.url[len("http://"):] for c in replicas]).start()
+        started.append(prom)
+        farm = Farm.build(30, seed=7)
+        for host, fault in FAULTS.items():
+            farm.fault(host, fault, SIM_START)
+        feeder = Feeder(farm, a, b)
+        feeder.start()
+        started.append(feeder)
+        feeder.wait_ticks(RUN_TICKS)
+        prom.wait_until(lambda: len(prom.query('up{job="vdiwatch-collector"} == 1')) == 2, message="both scraped")
+
+        host = pick_host(prom)
+        variables = {"wall.json": ALL, "capacity.json": ALL, "collector.json": ALL,
+                     "host.json": {"site": host["site"], "delivery_group": host["delivery_group"],
+                                   "host": host["host"]}}
+        running = [r for name, v in variables.items() for r in run_queries(prom, name, v)]
+        listed = {name: {v["name"]: label_values(prom, variable_query(v), variables[name])
+                         for v in d["templating"]["list"] if v["type"] == "query"}
+                  for name, d in dashboards().items()}
+
+        feeder.freeze.set()
+        assert feeder.frozen.wait(10), "the feeder did not freeze"
+        yield Env(farm, feeder, prom, host, running, listed)
+    finally:
+        for thing in reversed(started):
+            thing.stop()
+
+
+# ---------------------------------------------------------------------------
+# Phase 1: the farm running
+# ---------------------------------------------------------------------------
+
+
+def test_every_query_of_every_panel_returns_data(env: Env) -> None:
+    assert {r.dashboard for r in env.running} == {"wall.json", "host.json", "capacity.json", "collector.json"}
+    assert len(env.running) > 60
+    failed = [f"{r.dashboard} / {r.panel} / {r.ref}: {r.error or 'no series'}\n    {r.expr[:300]}"
+              for r in env.running if r.error or not r.rows]
+    assert not failed, "\n".join(failed)
+
+
+def test_the_check_fails_a_panel_whose_metric_was_renamed(env: Env) -> None:
+    expr = panel_query("wall.json", "Sessions active")
+    assert env.prom.query(substitute(expr, ALL)), "the real query has data"
+    renamed = expr.replace("vdi_sessions{", "vdi_session_count{")
+    assert env.prom.query(substitute(renamed, ALL)) == [], "a renamed metric must leave the panel empty"
+
+
+def test_variables_list_the_farm(env: Env) -> None:
+    sites = sorted({h.site for h in env.farm.hosts})
+    groups = sorted({h.delivery_group for h in env.farm.hosts})
+    for name in ("wall.json", "capacity.json"):
+        assert env.variables[name]["site"] == sites
+        assert env.variables[name]["delivery_group"] == groups
+    host_vars = env.variables["host.json"]
+    assert env.host["host"] in host_vars["host"]
+    assert host_vars["host"] == sorted(h.name for h in env.farm.hosts if h.delivery_group == env.host["delivery_group"])
+    assert len(env.variables["collector.json"]["instance"]) == 2
+
+
+def test_problem_hosts_table_names_exactly_the_faulty_hosts(env: Env) -> None:
+    result = next(r for r in env.running if r.panel == "Problem hosts")
+    found = {(row["metric"]["problem"], row["metric"]["host"]) for row in result.rows}
+    assert found == EXPECTED_PROBLEMS
+    assert all({"site", "delivery_group"} <= set(row["metric"]) for row in result.rows)
+
+
+def test_wall_counts_the_stale_agent_and_leaves_out_the_clean_shutdown(env: Env) -> None:
+    by_panel = {(r.panel, r.ref): r.rows for r in env.running if r.dashboard == "wall.json"}
+    assert [value(x) for x in by_panel[("Stale agents", "A")]] == [1]
+    assert [value(x) for x in by_panel[("Hosts up / total", "A")]] == [28]  # 30 - stale - stopped
+    assert [value(x) for x in by_panel[("Hosts up / total", "B")]] == [29]  # the stopped host is not expected
+
+
+def test_host_drill_down_shows_the_host(env: Env) -> None:
+    rows = {(r.panel, r.ref): r.rows for r in env.running if r.dashboard == "host.json"}
+    assert all(row["metric"].get("host", env.host["host"]) == env.host["host"]
+               for rs in rows.values() for row in rs), "another host leaked into the drill-down"
+    modes = {row["metric"]["mode"] for row in rows[("CPU by mode", "A")]}
+    assert modes == {"user", "system"}
+    assert {row["metric"]["collector"] for row in rows[("Agent collectors", "A")]} == {
+        "cpu", "memory", "filesystems", "sessions"}
+    assert 0 <= value(rows[("Report age", "A")][0]) < 3
+    assert abs(value(rows[("Clock skew", "A")][0])) < 1
+
+
+def test_collector_dashboard_shows_the_rejections_and_snapshots(env: Env) -> None:
+    rows = {(r.panel, r.ref): r.rows for r in env.running if r.dashboard == "collector.json"}
+    assert {row["metric"]["reason"] for row in rows[("Rejections by reason", "A")]} == env.feeder.rejected_reasons
+    assert all(0 <= value(row) < 10 for row in rows[("Snapshot age", "A")])
+    assert len(rows[("Snapshot age", "A")]) == 2
+    assert value(rows[("Reports per second", "A")][0]) > 0
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: the farm frozen; numbers must equal the simulation's
+# ---------------------------------------------------------------------------
+
+
+def live(env: Env) -> List[SimHost]:
+    """Hosts whose agent reports (vdi_agent_up 1)."""
+    return [h for h in env.farm.hosts if h.reporting() and h.name != GOODBYE]
+
+
+def counts(env: Env, h: SimHost) -> Dict[str, int]:
+    c = h.readings(env.feeder.sim_now)["sessions"]["counts"]
+    return {state: sum(by_protocol.values()) for state, by_protocol in c.items()}
+
+
+def open_for_logons(env: Env) -> List[SimHost]:
+    return [h for h in live(env) if h.accepting() and "maintenance" not in h.faults]
+
+
+def settle(env: Env, name: str, title: str, expected: Any, convert, ref: str = "A") -> None:
+    """Wait until Prometheus scraped the frozen farm, then the panel must show `expected`."""
+    env.prom.wait_until(lambda: convert(env.query(name, title, ref)) == expected, timeout=15,
+                        message=f"{name} / {title} shows {expected}")
+
+
+def by_group(rows: List[Dict[str, Any]], digits: int = 6) -> Dict[str, float]:
+    return {r["metric"]["delivery_group"]: round(value(r), digits) for r in rows}
+
+
+def test_wall_session_numbers_equal_the_farm_with_failed_over_hosts_counted_once(env: Env) -> None:
+    for state in ("active", "disconnected", "idle"):
+        expected = sum(counts(env, h).get(state, 0) for h in live(env))
+        settle(env, "wall.json", f"Sessions {state}", [expected], lambda rows: [value(r) for r in rows])
+    # What makes the numbers above a dedup test: both replicas serve the failed-over hosts.
+    copies = env.prom.query(f'count by (host) (vdi_agent_up{{host=~"{"|".join(FAILOVER)}"}})')
+    assert {r["metric"]["host"]: value(r) for r in copies} == {h: 2 for h in FAILOVER}
+    assert all(len(env.farm.by_name(h).sessions) > 0 for h in FAILOVER)
+
+
+def test_wall_capacity_used_equals_the_farm(env: Env) -> None:
+    expected = {}
+    groups = {h.delivery_group for h in live(env)}
+    for g in groups:
+        members = [h for h in open_for_logons(env) if h.delivery_group == g]
+        slots = sum(h.max_sessions for h in members)
+        expected[g] = round(sum(len(h.sessions) for h in members) / slots, 6) if slots else 1.0
+    settle(env, "wall.json", "Capacity used per delivery group", expected, by_group)
+
+
+def test_capacity_headroom_and_sizing_equal_the_farm(env: Env) -> None:
+    expected = {}
+    for g in {h.delivery_group for h in env.farm.hosts}:
+        expected[g] = sum(max(0, h.max_sessions - len(h.sessions))
+                          for h in open_for_logons(env) if h.delivery_group == g)
+    settle(env, "capacity.json", "Headroom: free session slots", expected, by_group)
+
+    title = "Sizing: hosts needed at the peak with a 20 % reserve"
+    hosts = by_group(env.query("capacity.json", title, "B"))
+    assert hosts == {g: 5 for g in expected}, "every host with a maximum counts, the stopped one too"
+    average = by_group(env.query("capacity.json", title, "C"))
+    assert set(average.values()) == {20.0, 1.0}
+    # a range covering the whole run, so that the peak cannot change between the two queries
+    peak = by_group(env.query("capacity.json", title, "A", __range="5m"), digits=9)
+    needed = by_group(env.query("capacity.json", title, "D", __range="5m"))
+    for g in expected:
+        sessions_now = sum(counts(env, h).get(s, 0) for h in live(env) if h.delivery_group == g
+                           for s in ("active", "idle", "disconnected"))
+        assert peak[g] >= sessions_now
+        assert needed[g] == math.ceil(peak[g] * 1.2 / average[g])  # the same IEEE arithmetic as Go
+
+
+def test_host_state_stat_decodes_every_state(env: Env) -> None:
+    # FAILOVER[0]: its stale copy on replica A must not make it look stale (a plain max would say 1 + 3)
+    for host, code in ((env.host["host"], 1), (FAILOVER[0], 1), (MAINTENANCE, 2), (DEAD, 3), (GOODBYE, 4)):
+        rows = env.query("host.json", "State", host=host)
+        assert [value(r) for r in rows] == [code], host
+
+
+def test_feeder_saw_no_unexpected_answers(env: Env) -> None:
+    assert not env.feeder.errors, env.feeder.errors[:5]
+    assert env.feeder.rejected_reasons, "the broken report was never refused"
