@@ -27,3 +27,16 @@ def test_collector_benchmark_smoke(tmp_path) -> None:
         assert rows[0][key] > 0, key
     assert "| 200 | 20,200 |" in r.stdout
     assert len(rows[1]["churn_rss_mib"]) == 2
+
+
+def test_agent_benchmark_smoke(tmp_path) -> None:
+    require_tool("prometheus-node-exporter")
+    out = tmp_path / "agent.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.agent_bench", "--processes", "100", "--collections", "3",
+                        "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["agent"]["processes_seen"] >= 100
+    assert result["agent"]["cpu_per_collection_s"] > 0 and result["agent"]["max_rss_bytes"] > 0
+    assert result["node_exporter"]["cpu_per_scrape_s"] > 0
+    assert "| vdiwatch-agent |" in r.stdout and "| node_exporter (per scrape) |" in r.stdout
