@@ -1,0 +1,245 @@
+"""CPU and memory of processes inside user sessions ("user") and outside them ("system").
+
+On a multi-session host the question is whether the users or the machine
+(agents, scanners, updates) eat the CPU. Each process is placed in a session:
+
+- Windows: ProcessIdToSessionId; session 0 is system, any other session user
+  (including the per-session csrss, winlogon and dwm: the cost of a session).
+- Linux: the logind session of the process, from its cgroup (.../session-<id>.scope)
+  or its audit session id (/proc/<pid>/sessionid = the session's AUDIT=);
+  failing both, a process of a uid >= 1000 whose user has a session is user
+  (systemd --user services, for instance); everything else is system.
+
+`cpu_seconds_total` is a counter that never goes down: the grouper keeps each
+process's CPU time keyed by (pid, create time) and adds what it used since the
+previous snapshot, so a process that exits takes nothing away (its last
+interval before exiting is lost, not subtracted). The first snapshot adds the
+CPU time the processes already had. pid 0 is skipped: on Windows it is the
+"System Idle Process", whose CPU time is the machine's idle time.
+
+Sample output (a reading's `processes`)::
+
+    {"user": {"cpu_seconds_total": 41000.5, "memory_bytes": 15032385536, "processes": 310},
+     "system": {"cpu_seconds_total": 22500.25, "memory_bytes": 4294967296, "processes": 102}}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from agent.sessions.model import Session
+
+log = logging.getLogger(__name__)
+
+USER, SYSTEM = "user", "system"
+CLASSES = (USER, SYSTEM)
+MIN_USER_UID = 1000  # the usual first uid of human users (login.defs UID_MIN)
+NO_AUDIT_SESSION = 4294967295  # (u32)-1: the process has no audit session
+_SCOPE_RE = re.compile(r"/session-([A-Za-z0-9_-]+)\.scope(?:/|$)")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a process runs: its session id (Windows id, logind id) and/or its audit session."""
+
+    session: Optional[str] = None
+    audit: Optional[int] = None
+
+
+NOWHERE = Place()
+
+
+def parse_cgroup(text: str) -> Optional[str]:
+    """The logind session id in a /proc/<pid>/cgroup text, if the process is in a session scope.
+
+    >>> parse_cgroup("0::/user.slice/user-1000.slice/session-42.scope\\n")
+    '42'
+    """
+    for line in text.splitlines():
+        found = _SCOPE_RE.search(line)
+        if found:
+            return found.group(1)
+    return None
+
+
+class LinuxLocator:
+    """Finds a process's logind session under a proc root (a fixture tree in tests)."""
+
+    def __init__(self, proc_root: str = "/proc"):
+        self.proc_root = proc_root
+
+    def __call__(self, pid: int) -> Place:
+        base = os.path.join(self.proc_root, str(pid))
+        try:
+            with open(os.path.join(base, "cgroup"), encoding="utf-8", errors="replace") as f:
+                scope = parse_cgroup(f.read())
+            if scope is not None:
+                return Place(session=scope)
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(base, "sessionid"), encoding="ascii") as f:
+                audit = int(f.read().strip())
+        except (OSError, ValueError):
+            return NOWHERE
+        return Place(audit=audit) if 0 < audit < NO_AUDIT_SESSION else NOWHERE
+
+
+def windows_locator(api: Any) -> Callable[[int], Place]:
+    """A locator calling `api.process_session_id(pid)` (WtsApi or a fake)."""
+    def locate(pid: int) -> Place:
+        sid = api.process_session_id(pid)
+        return Place(session=str(sid)) if sid is not None else NOWHERE
+    return locate
+
+
+def no_locator(pid: int) -> Place:
+    """For utmp: no session ids, so processes are placed by their owner only."""
+    return NOWHERE
+
+
+def classify(place: Place, uid: Optional[int], username: Optional[str], *, windows: bool,
+             by_session: Mapping[str, str], by_audit: Mapping[int, str],
+             session_users: Mapping[str, str]) -> Tuple[str, str]:
+    """(class, raw user) of one process; the user is "" when not known."""
+    if windows:
+        if place.session is None or place.session == "0":
+            return SYSTEM, ""
+        return USER, by_session.get(place.session, "")
+    if place.session is not None and place.session in by_session:
+        return USER, by_session[place.session]
+    if place.audit is not None and place.audit in by_audit:
+        return USER, by_audit[place.audit]
+    if uid is not None and uid >= MIN_USER_UID and username and username in session_users:
+        return USER, session_users[username]
+    return SYSTEM, ""
+
+
+@dataclass
+class Group:
+    cpu_seconds_total: float = 0.0
+    memory_bytes: float = 0.0
+    processes: int = 0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"cpu_seconds_total": round(self.cpu_seconds_total, 3), "memory_bytes": float(self.memory_bytes),
+                "processes": self.processes}
+
+
+@dataclass
+class ProcessSnapshot:
+    groups: Dict[str, Group]
+    user_cpu: Dict[str, float] = field(default_factory=dict)  # raw user -> CPU seconds since the previous snapshot
+    user_memory: Dict[str, float] = field(default_factory=dict)
+    wall_seconds: Optional[float] = None  # since the previous snapshot; None on the first
+    access_denied: int = 0
+
+    def as_reading(self) -> Dict[str, Any]:
+        return {name: self.groups[name].as_dict() for name in CLASSES}
+
+
+class ProcessGrouper:
+    """Per-class process totals with monotonic CPU counters; psutil injected."""
+
+    def __init__(self, psutil: Any, *, windows: bool, locate: Callable[[int], Place] = no_locator,
+                 clock: Callable[[], float] = time.time):
+        self.psutil = psutil
+        self.windows = windows
+        self.locate = locate
+        self.clock = clock
+        self.attrs = ["pid", "create_time", "cpu_times", "memory_info"]
+        if not windows:  # on Windows username is slow and the session tells the user anyway
+            self.attrs += ["username", "uids"]
+        self._cpu: Dict[Tuple[int, Optional[float]], float] = {}
+        self._totals = {c: 0.0 for c in CLASSES}
+        self._last: Optional[float] = None
+
+    def snapshot(self, sessions: Iterable[Session]) -> ProcessSnapshot:
+        sessions = list(sessions)
+        by_session = {s.id: s.user for s in sessions}
+        by_audit = {s.audit_id: s.user for s in sessions if s.audit_id is not None}
+        session_users = {s.user: s.user for s in sessions if s.user}
+        now = self.clock()
+        first = self._last is None
+        groups = {c: Group() for c in CLASSES}
+        user_cpu: Dict[str, float] = {}
+        user_memory: Dict[str, float] = {}
+        cpu_now: Dict[Tuple[int, Optional[float]], float] = {}
+        denied = 0
+        for info in self._iter():
+            pid = info.get("pid")
+            if not pid:
+                continue
+            times, memory = info.get("cpu_times"), info.get("memory_info")
+            if times is None or memory is None:
+                denied += 1
+            uids = info.get("uids")
+            cls, user = classify(self.locate(pid), getattr(uids, "real", None), info.get("username"),
+                                 windows=self.windows, by_session=by_session, by_audit=by_audit,
+                                 session_users=session_users)
+            group = groups[cls]
+            group.processes += 1
+            rss = float(getattr(memory, "rss", 0) or 0)
+            group.memory_bytes += rss
+            if times is None:
+                continue
+            cpu = float(times.user) + float(times.system)
+            key = (pid, info.get("create_time"))
+            cpu_now[key] = cpu
+            previous = self._cpu.get(key)
+            delta = cpu if previous is None else max(0.0, cpu - previous)
+            self._totals[cls] += delta
+            if cls == USER and user:
+                user_memory[user] = user_memory.get(user, 0.0) + rss
+                if not first:
+                    user_cpu[user] = user_cpu.get(user, 0.0) + delta
+        for cls in CLASSES:
+            groups[cls].cpu_seconds_total = self._totals[cls]
+        wall = None if first else max(0.0, now - self._last)
+        self._cpu = cpu_now
+        self._last = now
+        return ProcessSnapshot(groups, user_cpu, user_memory, wall, denied)
+
+    def _iter(self) -> Iterable[Dict[str, Any]]:
+        # process_iter drops processes that exit while being read (NoSuchProcess) and,
+        # with ad_value=None, puts None where access is denied: counted by the caller.
+        for proc in self.psutil.process_iter(self.attrs, ad_value=None):
+            info = getattr(proc, "info", None)
+            if info is not None:
+                yield info
+
+
+def top_users(snapshot: ProcessSnapshot, n: int, label: Callable[[str], str], limit: int) -> List[Dict[str, Any]]:
+    """The top `n` users by CPU and the top `n` by memory, merged (at most `limit` entries).
+
+    Users are merged by label, so two raw spellings of one person count once.
+    CPU is in cores over the last interval, which needs two snapshots: before
+    that there is no list at all rather than a list of misleading zeros.
+    """
+    if n <= 0 or not snapshot.wall_seconds:
+        return []
+    cpu: Dict[str, float] = {}
+    memory: Dict[str, float] = {}
+    for user in set(snapshot.user_cpu) | set(snapshot.user_memory):
+        name = label(user)
+        if not name:
+            continue
+        cpu[name] = cpu.get(name, 0.0) + snapshot.user_cpu.get(user, 0.0)
+        memory[name] = memory.get(name, 0.0) + snapshot.user_memory.get(user, 0.0)
+    # A user who used no CPU is not a "top CPU user": ranked lists hold only users with some use.
+    by_cpu = sorted((u for u in cpu if cpu[u] > 0), key=lambda u: (-cpu[u], u))[:n]
+    by_memory = sorted((u for u in memory if memory[u] > 0), key=lambda u: (-memory[u], u))[:n]
+    chosen: List[str] = []
+    for pair in zip(by_cpu + [None] * (n - len(by_cpu)), by_memory + [None] * (n - len(by_memory))):
+        for name in pair:
+            if name is not None and name not in chosen:
+                chosen.append(name)
+    chosen = chosen[:limit]
+    chosen.sort(key=lambda u: (-cpu[u], -memory[u], u))
+    return [{"user": u, "cpu_cores": round(cpu[u] / snapshot.wall_seconds, 4), "memory_bytes": memory[u]}
+            for u in chosen]

@@ -1,0 +1,253 @@
+"""The sessions collector: source choice, the reading's shape, caps, privacy; it passes the contract."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, List
+
+import pytest
+
+from agent.collectors import Context
+from agent.collectors.sessions import SessionsCollector, choose_source
+from agent.report import SESSION_PROTOCOLS, SESSION_STATES
+from agent.sessions.model import Session
+from agent.sessions.privacy import pseudonym
+from tests.agent.helpers import parse_reading
+from tests.agent.sessions.fakes import (
+    SESSION_FIXTURES,
+    T0,
+    Clock,
+    FakeProcPsutil,
+    fixture,
+    linux_psutil,
+    windows_api_and_psutil,
+)
+
+SECRET = "farm-secret"
+
+
+def config(**sessions: Any) -> SimpleNamespace:
+    values = dict(source="auto", idle_after=1800.0, max_listed=500, per_user_top=0, pseudonymize=True,
+                  pseudonym_secret=SECRET)
+    values.update(sessions)
+    return SimpleNamespace(agent=SimpleNamespace(site="City Hall"), sessions=SimpleNamespace(**values),
+                           capacity=SimpleNamespace(max_sessions=0, accepting=True, drain_file="",
+                                                    maintenance=False, maintenance_file=""))
+
+
+def windows_collector(**sessions: Any):
+    api, ps = windows_api_and_psutil()
+    clock = Clock()
+    ctx = Context(psutil=ps, config=config(**sessions), clock=clock, platform="windows", extra={"wts_api": api})
+    return SessionsCollector(ctx), api, ps, clock
+
+
+class ManySessions:
+    name = "simulated"
+
+    def __init__(self, n: int):
+        self.sessions = [Session(id=str(i), state="active" if i % 3 else "disconnected", protocol="ica",
+                                 user=f"user{i}", logon_time=T0 - i) for i in range(1, n + 1)]
+
+    def snapshot(self) -> List[Session]:
+        return self.sessions
+
+
+def test_windows_reading_passes_the_contract_and_counts_by_state_and_protocol() -> None:
+    collector, _, _, _ = windows_collector()
+    reading = collector.collect()
+    report = parse_reading("sessions", reading)
+    assert report.sessions is not None and report.sessions.source == "windows"
+    assert reading["counts"] == {"other": {"console": 1}, "active": {"ica": 2, "rdp": 2},
+                                 "idle": {"ica": 1}, "disconnected": {"other": 1}}
+    assert reading["total"] == 7 and reading["users"] == 6 and reading["truncated"] is False
+    assert reading["oldest_disconnect_time_seconds"] == T0 - 14000  # erin, from the WTS DisconnectTime
+    assert {k: reading[k] for k in ("logons_total", "logoffs_total", "disconnects_total", "reconnects_total")} \
+        == {"logons_total": 0, "logoffs_total": 0, "disconnects_total": 0, "reconnects_total": 0}
+    rows = {r["id"]: r for r in reading["list"]}
+    assert rows["3"] == {"id": "3", "logon_time_seconds": T0 - 9000, "state": "idle", "protocol": "ica",
+                         "user": pseudonym("bob.builder", SECRET), "idle_seconds": 7200.0}
+    assert rows["1"]["user"] == "" and rows["1"]["logon_time_seconds"] is None
+    assert [r["id"] for r in reading["list"]] == ["6", "3", "2", "4", "5", "9", "1"]  # oldest logon first
+    assert reading["processes"]["system"]["processes"] == 3 and reading["processes"]["user"]["processes"] == 7
+    assert "top_users" not in reading
+
+
+def test_lifecycle_counters_and_top_users_on_the_second_interval() -> None:
+    collector, api, ps, clock = windows_collector(per_user_top=2)
+    first = collector.collect()
+    assert "top_users" not in first  # no CPU rate yet
+    api.load("wts_farm_2.json")
+    clock.advance(15)
+    ps.set_cpu(2100, 150.0, 30.0)  # alice: 30 s in 15 s = 2 cores
+    second = collector.collect()
+    parse_reading("sessions", second)
+    assert (second["logons_total"], second["logoffs_total"], second["disconnects_total"],
+            second["reconnects_total"]) == (2, 2, 1, 1)
+    assert second["oldest_disconnect_time_seconds"] == T0 + 10  # carol; erin reconnected
+    top = second["top_users"]
+    alice = pseudonym("alice", SECRET)
+    assert top[0] == {"user": alice, "cpu_cores": 2.0, "memory_bytes": 850e6}
+    assert {r["user"] for r in top} == {alice, pseudonym("bob.builder", SECRET)}  # bob: most memory after alice
+    assert second["processes"]["user"]["cpu_seconds_total"] > first["processes"]["user"]["cpu_seconds_total"]
+
+
+def test_ten_thousand_sessions_are_counted_but_the_list_is_capped() -> None:
+    ctx = Context(psutil=None, config=config(), clock=Clock(), extra={"session_source": ManySessions(10_000)})
+    reading = SessionsCollector(ctx).collect()
+    assert reading["total"] == 10_000 and reading["truncated"] is True
+    assert len(reading["list"]) == 500
+    assert sum(n for by in reading["counts"].values() for n in by.values()) == 10_000
+    assert reading["users"] == 10_000
+    assert "processes" not in reading  # no psutil: no process totals
+    report = parse_reading("sessions", reading)
+    assert report.sessions.total == 10_000 and len(report.sessions.entries) == 500
+
+
+def test_max_listed_zero_lists_nothing_and_says_so() -> None:
+    ctx = Context(psutil=None, config=config(max_listed=0), clock=Clock(), extra={"session_source": ManySessions(3)})
+    reading = SessionsCollector(ctx).collect()
+    assert reading["list"] == [] and reading["truncated"] is True and reading["total"] == 3
+
+
+def test_max_listed_beyond_the_contract_is_held_to_it() -> None:
+    ctx = Context(psutil=None, config=config(max_listed=5000), clock=Clock(),
+                  extra={"session_source": ManySessions(2500)})
+    reading = SessionsCollector(ctx).collect()
+    assert len(reading["list"]) == 2000 and reading["truncated"] is True
+    parse_reading("sessions", reading)
+
+
+def test_idle_after_is_applied_with_its_boundary() -> None:
+    source = ManySessions(0)
+    source.sessions = [Session("a", "active", "rdp", "x", T0, idle_seconds=599.9),
+                       Session("b", "active", "rdp", "y", T0, idle_seconds=600.0)]
+    ctx = Context(psutil=None, config=config(idle_after=600.0), clock=Clock(), extra={"session_source": source})
+    reading = SessionsCollector(ctx).collect()
+    assert reading["counts"] == {"active": {"rdp": 1}, "idle": {"rdp": 1}}
+
+
+def test_unlistable_ids_and_foreign_values_do_not_break_the_report() -> None:
+    source = ManySessions(0)
+    source.sessions = [Session("x" * 65, "active", "ssh", "u1"), Session("bad\nid", "active", "ssh", "u2"),
+                       Session("ok", "weird", "telnet", "u3", -5.0, idle_seconds=-3.0)]
+    ctx = Context(psutil=None, config=config(), clock=Clock(), extra={"session_source": source})
+    reading = SessionsCollector(ctx).collect()
+    parse_reading("sessions", reading)
+    assert reading["total"] == 3 and [r["id"] for r in reading["list"]] == ["ok"]
+    assert reading["list"][0] == {"id": "ok", "logon_time_seconds": None, "state": "other", "protocol": "other",
+                                  "user": pseudonym("u3", SECRET), "idle_seconds": 0.0}
+
+
+def test_plain_user_names_only_when_pseudonymize_is_off() -> None:
+    collector, _, _, _ = windows_collector(pseudonymize=False)
+    users = {r["user"] for r in collector.collect()["list"]}
+    assert users == {"", "alice", "bob.builder", "carol", "dave", "erin", "frank"}
+
+
+def test_oldest_disconnect_falls_back_to_when_the_agent_saw_it() -> None:
+    source = ManySessions(0)
+    clock = Clock()
+    ctx = Context(psutil=None, config=config(), clock=clock, extra={"session_source": source})
+    collector = SessionsCollector(ctx)
+    source.sessions = [Session("1", "active", "ssh", "u", 1.0)]
+    assert collector.collect()["oldest_disconnect_time_seconds"] is None
+    source.sessions = [Session("1", "disconnected", "ssh", "u", 1.0)]
+    clock.advance(15)
+    reading = collector.collect()
+    assert reading["oldest_disconnect_time_seconds"] == T0 + 15 and reading["disconnects_total"] == 1
+
+
+def test_a_process_listing_failure_costs_only_the_process_totals(caplog) -> None:
+    collector, _, ps, _ = windows_collector()
+    ps.fail = ps.Error("psutil is broken")
+    with caplog.at_level(logging.WARNING, logger="agent.collectors.sessions"):
+        first, second = collector.collect(), collector.collect()
+        ps.fail = None
+        third = collector.collect()
+    assert "processes" not in first and "processes" not in second and first["total"] == 7
+    assert "processes" in third
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "cannot group processes" in m]) == 1
+    assert len([m for m in messages if "works again" in m]) == 1
+
+
+def _logind_tree(tmp_path: Path) -> Path:
+    for name in ("logind", "dev"):
+        shutil.copytree(SESSION_FIXTURES / name, tmp_path / name)
+    return tmp_path
+
+
+def test_auto_on_linux_reads_logind_with_process_grouping_from_proc(tmp_path: Path) -> None:
+    tree = _logind_tree(tmp_path)
+    ctx = Context(psutil=linux_psutil(), config=config(), clock=Clock(), platform="linux",
+                  extra={"logind_root": str(tree / "logind"), "dev_root": str(tree / "dev"),
+                         "proc_root": str(SESSION_FIXTURES / "proc")})
+    reading = SessionsCollector(ctx).collect()
+    parse_reading("sessions", reading)
+    assert reading["source"] == "logind" and reading["total"] == 7
+    assert reading["users"] == 6  # bernd has two sessions
+    assert reading["counts"]["active"] == {"console": 2, "ssh": 1, "rdp": 1, "ica": 1}
+    assert reading["processes"]["user"]["processes"] == 5
+
+
+def test_auto_falls_back_to_utmp_without_logind(tmp_path: Path) -> None:
+    ps = FakeProcPsutil(users=fixture("utmp.json")["users"])
+    ctx = Context(psutil=ps, config=config(), clock=Clock(), platform="linux",
+                  extra={"logind_root": str(tmp_path / "none"), "dev_root": str(tmp_path)})
+    reading = SessionsCollector(ctx).collect()
+    parse_reading("sessions", reading)
+    assert reading["source"] == "utmp" and reading["total"] == 7
+    assert reading["counts"]["active"] == {"console": 2, "ssh": 2, "other": 3}
+
+
+@pytest.mark.parametrize("setting, platform, extra, expected", [
+    ("auto", "windows", {"wts_api": object()}, "windows"),
+    ("utmp", "windows", {}, "utmp"),
+    ("logind", "linux", {"logind_root": "/nonexistent"}, "logind"),  # explicit: used even if absent now
+    ("auto", "linux", {"logind_root": str(SESSION_FIXTURES / "logind")}, "logind"),
+    ("auto", "darwin", {"logind_root": "/nonexistent"}, "utmp"),
+])
+def test_source_choice(setting: str, platform: str, extra: dict, expected: str) -> None:
+    ctx = Context(psutil=None, platform=platform, extra=extra)
+    assert choose_source(ctx, setting).name == expected
+
+
+def test_windows_source_off_windows_is_refused_at_start() -> None:
+    with pytest.raises(RuntimeError, match="needs Windows"):
+        SessionsCollector(Context(psutil=None, config=config(source="windows"), platform="linux"))
+
+
+def test_without_config_the_defaults_apply(caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        collector = SessionsCollector(Context(psutil=None, extra={"session_source": ManySessions(600)}))
+    reading = collector.collect()
+    assert len(reading["list"]) == 500 and reading["list"][0]["user"].startswith("u-")
+    assert any("pseudonym_secret is not set" in r.getMessage() for r in caplog.records)
+
+
+def test_every_count_key_is_in_the_contract() -> None:
+    collector, _, _, _ = windows_collector()
+    reading = collector.collect()
+    assert set(reading["counts"]) <= set(SESSION_STATES)
+    assert {p for by in reading["counts"].values() for p in by} <= set(SESSION_PROTOCOLS)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads this Linux host")
+def test_smoke_on_this_host_the_reading_passes_the_contract() -> None:
+    import psutil
+
+    collector = SessionsCollector(Context(psutil=psutil, config=config(per_user_top=3)))
+    first = collector.collect()
+    second = collector.collect()
+    for reading in (first, second):
+        report = parse_reading("sessions", reading)
+        assert report.sessions.source in ("logind", "utmp")
+        assert report.sessions.total == len(report.sessions.entries)
+    assert second["processes"]["system"]["processes"] + second["processes"]["user"]["processes"] > 0
+    for cls in ("user", "system"):
+        assert second["processes"][cls]["cpu_seconds_total"] >= first["processes"][cls]["cpu_seconds_total"]
