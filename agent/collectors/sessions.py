@@ -58,7 +58,8 @@ def choose_source(ctx: Context, setting: str) -> SessionSource:
             raise RuntimeError("sessions.source = \"windows\" needs Windows")
         return WindowsSource(extra.get("wts_api") or WtsApi())
     root = extra.get("logind_root", logind.DEFAULT_ROOT)
-    if setting == "logind" or (setting == "auto" and logind.usable(root)):
+    booted = extra.get("systemd_booted", logind.DEFAULT_BOOTED)
+    if setting == "logind" or (setting == "auto" and logind.usable(root, booted)):
         return logind.LogindSource(root, dev_root, ctx.clock)
     return UtmpSource(ctx.psutil, dev_root, ctx.clock)
 

@@ -132,9 +132,18 @@ def tty_atime(tty: str, dev_root: str = DEFAULT_DEV) -> Optional[float]:
         return None
 
 
-def usable(root: str = DEFAULT_ROOT) -> bool:
-    """Whether logind's session directory exists and may be listed (the `auto` choice)."""
-    return os.path.isdir(root) and os.access(root, os.R_OK | os.X_OK)
+DEFAULT_BOOTED = "/run/systemd/system"
+
+
+def usable(root: str = DEFAULT_ROOT, booted: str = DEFAULT_BOOTED) -> bool:
+    """Whether logind keeps sessions here (the `auto` choice).
+
+    The session directory alone is not enough: a container image can carry an
+    empty /run/systemd/sessions with no logind behind it, and then every real
+    session (sshd, console) would go uncounted. Like sd_booted(), require
+    /run/systemd/system (`booted`), which exists only while systemd runs the machine.
+    """
+    return os.path.isdir(root) and os.access(root, os.R_OK | os.X_OK) and os.path.isdir(booted)
 
 
 class LogindSource:

@@ -186,7 +186,7 @@ def test_auto_on_linux_reads_logind_with_process_grouping_from_proc(tmp_path: Pa
     tree = _logind_tree(tmp_path)
     ctx = Context(psutil=linux_psutil(), config=config(), clock=Clock(), platform="linux",
                   extra={"logind_root": str(tree / "logind"), "dev_root": str(tree / "dev"),
-                         "proc_root": str(SESSION_FIXTURES / "proc")})
+                         "systemd_booted": str(tree), "proc_root": str(SESSION_FIXTURES / "proc")})
     reading = SessionsCollector(ctx).collect()
     parse_reading("sessions", reading)
     assert reading["source"] == "logind" and reading["total"] == 7
@@ -209,7 +209,10 @@ def test_auto_falls_back_to_utmp_without_logind(tmp_path: Path) -> None:
     ("auto", "windows", {"wts_api": object()}, "windows"),
     ("utmp", "windows", {}, "utmp"),
     ("logind", "linux", {"logind_root": "/nonexistent"}, "logind"),  # explicit: used even if absent now
-    ("auto", "linux", {"logind_root": str(SESSION_FIXTURES / "logind")}, "logind"),
+    ("auto", "linux", {"logind_root": str(SESSION_FIXTURES / "logind"), "systemd_booted": str(SESSION_FIXTURES)},
+     "logind"),
+    ("auto", "linux", {"logind_root": str(SESSION_FIXTURES / "logind"), "systemd_booted": "/nonexistent"},
+     "utmp"),  # a session directory without systemd running it (containers)
     ("auto", "darwin", {"logind_root": "/nonexistent"}, "utmp"),
 ])
 def test_source_choice(setting: str, platform: str, extra: dict, expected: str) -> None:

@@ -95,10 +95,12 @@ def test_a_state_file_without_state_falls_back_to_active_flag() -> None:
 
 
 def test_usable_only_for_a_readable_directory(tmp_path: Path) -> None:
-    assert logind.usable(str(SESSION_FIXTURES / "logind"))
-    assert not logind.usable(str(tmp_path / "missing"))
+    booted = str(tmp_path)  # any existing directory stands for /run/systemd/system
+    assert logind.usable(str(SESSION_FIXTURES / "logind"), booted)
+    assert not logind.usable(str(SESSION_FIXTURES / "logind"), str(tmp_path / "not-booted"))  # no systemd
+    assert not logind.usable(str(tmp_path / "missing"), booted)
     (tmp_path / "file").write_text("")
-    assert not logind.usable(str(tmp_path / "file"))
+    assert not logind.usable(str(tmp_path / "file"), booted)
 
 
 def test_a_session_file_that_vanishes_is_skipped(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
