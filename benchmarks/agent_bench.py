@@ -32,7 +32,36 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def child(collections: int, per_user_top: int) -> Dict[str, float]:
+class ManySessions:
+    """A session source with `n` sessions (a busy RDS host), some changing every snapshot.
+
+    The OS's own session list cannot be filled with 100 logons here; the cost
+    measured is everything after the OS call: mapping, lifecycle tracking,
+    pseudonyms, process attribution and the report.
+    """
+
+    name = "simulated"
+
+    def __init__(self, n: int):
+        self.n = n
+        self.round = 0
+
+    def snapshot(self):
+        from agent.sessions.model import Session
+
+        self.round += 1
+        now = time.time()
+        out = []
+        for i in range(self.n):
+            state = "disconnected" if (i + self.round) % 10 == 0 else "active"
+            gone = now - 60 if state == "disconnected" else None
+            out.append(Session(id=str(i + 2), state=state, protocol="ica" if i % 4 else "rdp",
+                               user=f"CITY\\user{i:03d}", logon_time=now - 3600 - i,
+                               idle_seconds=float(i * 30), disconnect_time=gone))
+        return out
+
+
+def child(collections: int, per_user_top: int, sessions: int) -> Dict[str, float]:
     """Run inside a fresh interpreter: build the real agent and collect `collections` times."""
     import dataclasses
     import threading
@@ -42,9 +71,14 @@ def child(collections: int, per_user_top: int) -> Dict[str, float]:
     from agent.push import encode
 
     config = AgentConfig()
-    config = dataclasses.replace(config, sessions=dataclasses.replace(config.sessions, per_user_top=per_user_top))
+    config = dataclasses.replace(config, sessions=dataclasses.replace(
+        config.sessions, per_user_top=per_user_top, pseudonym_secret="bench"))
     start = time.process_time()
     agent = build_agent(config, "bench-host", threading.Event())
+    if sessions:
+        for collector in agent.runner.collectors:
+            if collector.name == "sessions":
+                collector.source = ManySessions(sessions)
     agent.report()  # the first collection primes per-process state: counted apart
     primed = time.process_time()
     for _ in range(collections):
@@ -56,6 +90,7 @@ def child(collections: int, per_user_top: int) -> Dict[str, float]:
         "cpu_per_collection_s": (done - primed) / collections,
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "processes_seen": (report["readings"].get("system") or {}).get("processes", 0),
+        "sessions_seen": (report["readings"].get("sessions") or {}).get("total", 0),
         "collectors": sorted(report["collectors"]),
     }
 
@@ -105,19 +140,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--processes", type=int, default=2000, help="idle processes to add to the host")
     p.add_argument("--collections", type=int, default=30)
     p.add_argument("--per-user-top", type=int, default=10, help="per-user series (0: off)")
+    p.add_argument("--sessions", type=int, default=100, help="sessions on the host (simulated source; 0: the OS's)")
     p.add_argument("--interval", type=float, default=15.0)
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.collections, args.per_user_top)))
+        print(json.dumps(child(args.collections, args.per_user_top, args.sessions)))
         return 0
     exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     procs = spawn(args.processes)
     try:
         time.sleep(1)
         r = subprocess.run([sys.executable, "-m", "benchmarks.agent_bench", "--child",
-                            "--collections", str(args.collections), "--per-user-top", str(args.per_user_top)],
+                            "--collections", str(args.collections), "--per-user-top", str(args.per_user_top),
+                            "--sessions", str(args.sessions)],
                            capture_output=True, text=True, cwd=ROOT, timeout=1800)
         if r.returncode != 0:
             print(r.stderr, file=sys.stderr)
@@ -131,7 +168,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             proc.wait()
     load = agent["cpu_per_collection_s"] / args.interval
     print(f"agent benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-          f"{agent['processes_seen']} processes on the host, collectors: {', '.join(agent['collectors'])}")
+          f"{agent['processes_seen']} processes and {agent['sessions_seen']} sessions on the host, "
+          f"collectors: {', '.join(agent['collectors'])}")
     print("| program | CPU per collection | average load at 15 s | peak RSS |")
     print("| --- | --- | --- | --- |")
     print(f"| vdiwatch-agent | {agent['cpu_per_collection_s'] * 1000:.1f} ms | {load * 100:.2f} % of a core "

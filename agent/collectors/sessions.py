@@ -19,6 +19,7 @@ Sample reading::
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Dict, List, Optional
 
 from agent.collectors import Collector, Context, register
@@ -32,6 +33,7 @@ from agent.sessions.processes import (
     LinuxLocator,
     ProcessGrouper,
     ProcessSnapshot,
+    ProcReader,
     no_locator,
     top_users,
     windows_locator,
@@ -83,7 +85,10 @@ class SessionsCollector(Collector):
             return ProcessGrouper(ps, windows=True, locate=windows_locator(self.source.api), clock=self.ctx.clock)
         locate = LinuxLocator(self.ctx.extra.get("proc_root", "/proc")) \
             if isinstance(self.source, logind.LogindSource) else no_locator
-        return ProcessGrouper(ps, windows=False, locate=locate, clock=self.ctx.clock)
+        reader = None
+        if "proc_root" not in self.ctx.extra and getattr(ps, "LINUX", False) and os.path.exists("/proc/self/stat"):
+            reader = ProcReader("/proc")  # the real host: the fast path (tests with fakes keep psutil)
+        return ProcessGrouper(ps, windows=False, locate=locate, clock=self.ctx.clock, reader=reader)
 
     def collect(self) -> Dict[str, Any]:
         now = self.ctx.clock()

@@ -36,7 +36,7 @@ def test_agent_benchmark_smoke(tmp_path) -> None:
                         "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["agent"]["processes_seen"] >= 100
+    assert result["agent"]["processes_seen"] >= 100 and result["agent"]["sessions_seen"] == 100
     assert result["agent"]["cpu_per_collection_s"] > 0 and result["agent"]["max_rss_bytes"] > 0
     assert result["node_exporter"]["cpu_per_scrape_s"] > 0
     assert "| vdiwatch-agent |" in r.stdout and "| node_exporter (per scrape) |" in r.stdout
