@@ -111,17 +111,23 @@ def _section(name: str, raw: Dict[str, Any], section_type: type, problems: List[
             if resolved is not None:
                 out[target] = resolved
             continue
-        expected = hints[target]
-        converted, error = _convert(value, expected)
+        converted, error = _checked_value(value, hints[target], fields[target])
         if error:
             problems.append(f"{where}: {error}")
             continue
-        check = fields[target].metadata.get("check")
-        if check and not check[0](converted):
-            problems.append(f"{where}: {check[1]}, got {value!r}")
-            continue
         out[target] = converted
     return section_type(**out)
+
+
+def _checked_value(value: Any, expected: Any, spec: dataclasses.Field) -> Tuple[Any, Optional[str]]:
+    """`value` converted to the field's type and passed through its check, or an error."""
+    converted, error = _convert(value, expected)
+    if error:
+        return None, error
+    check = spec.metadata.get("check")
+    if check and not check[0](converted):
+        return None, f"{check[1]}, got {value!r}"
+    return converted, None
 
 
 def _resolve_secret(where: str, via: str, value: str, env: Dict[str, str], base: Optional[Path],
@@ -191,13 +197,9 @@ def _table(value: Any, item_type: type) -> Tuple[Any, Optional[str]]:
         if key not in fields:
             problems.append(f"{key}: unknown key (known: {', '.join(sorted(fields))})")
             continue
-        converted, error = _convert(raw, hints[key])
+        converted, error = _checked_value(raw, hints[key], fields[key])
         if error:
             problems.append(f"{key}: {error}")
-            continue
-        check = fields[key].metadata.get("check")
-        if check and not check[0](converted):
-            problems.append(f"{key}: {check[1]}, got {raw!r}")
             continue
         out[key] = converted
     missing = [f.name for f in fields.values()

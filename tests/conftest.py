@@ -53,6 +53,21 @@ def wait_for(url: str, proc: Optional[subprocess.Popen] = None, timeout: float =
     raise TimeoutError(f"{url} did not answer within {timeout} s: {last}")
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 10.0, sig: Optional[int] = None) -> int:
+    """Stop a process politely (SIGTERM or `sig`), then for good; its exit code."""
+    if proc.poll() is None:
+        if sig is None:
+            proc.terminate()
+        else:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class CollectorProcess:
     """A real `vdiwatch-collector` on a free loopback port."""
 
@@ -79,18 +94,9 @@ class CollectorProcess:
     def stop(self, sig: Optional[int] = None, timeout: float = 10.0) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            if sig is None:
-                self.proc.terminate()
-            else:
-                self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc, timeout, sig)
         self._log.close()
-        return self.proc.returncode
+        return code
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import requests
 
-from tests.conftest import ROOT, free_port, require_tool, wait_for
+from tests.conftest import ROOT, free_port, require_tool, terminate, wait_for
 
 RULE_FILES = (
     ROOT / "config" / "prometheus" / "rules" / "vdiwatch-recording.yml",
@@ -84,13 +84,7 @@ class PrometheusServer:
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         self._log.close()
         self.proc = None
 

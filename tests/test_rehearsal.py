@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -147,11 +148,8 @@ def test_compress_duration(text: str, factor: float, floor: float, expected: str
     assert compress_duration(text, factor, floor) == expected
 
 
-@pytest.mark.parametrize("bad", ["5", "m5", "5min", "1.5h", "5m ", ""])
+@pytest.mark.parametrize("bad", ["5", "m5", "5min", "1.5h", "5m*2", ""])
 def test_parse_duration_refuses_what_prometheus_would_not_read(bad: str) -> None:
-    if bad.strip() and bad.strip() != bad:  # surrounding spaces are fine
-        assert parse_duration(bad) == 300
-        return
     with pytest.raises(ValueError):
         parse_duration(bad)
 
@@ -251,8 +249,6 @@ def test_compressed_copy_of_the_real_rules(tmp_path: Path) -> None:
 @pytest.mark.needs_tool
 def test_compressed_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
-    import subprocess
-
     compressed = write_compressed(RULE_FILES, tmp_path, FACTOR, MIN_RANGE)
     result = subprocess.run([promtool, "check", "rules", *map(str, compressed)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -278,7 +274,7 @@ class Pump(threading.Thread):
             try:
                 with self.lock:
                     self.sim.tick()
-            except Exception as e:  # noqa: BLE001 - reported by the test, never swallowed
+            except Exception as e:  # reported by the test, never swallowed
                 self.errors.append(repr(e))
             next_at = max(next_at + self.sim.interval, time.monotonic())
             self.stopping.wait(max(0.0, next_at - time.monotonic()))
