@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 ## golden: regenerate tests/golden/*.prom after a deliberate change of the exposition
 golden: $(STAMP)
-	VDIWATCH_UPDATE_GOLDEN=1 $(BIN)/python -m pytest tests/collector/test_golden.py -q
+	VDIWATCH_UPDATE_GOLDEN=1 $(BIN)/python -m pytest tests/collector/test_golden.py tests/collector/test_golden_sessions.py -q
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache test-artifacts
