@@ -32,7 +32,7 @@ from agent.config import (
 from agent.configfile import ConfigError
 from agent.failover import FailoverPusher
 from agent.push import Pusher
-from agent.runner import Agent, os_name, waiter
+from agent.runner import Agent, os_name, schedule_phase, waiter
 
 log = logging.getLogger("agent")
 
@@ -128,7 +128,8 @@ def build_agent(config: AgentConfig, host: str, stop: threading.Event, psutil_mo
     urls = a.collector_urls or (a.collector_url,)
     pushers = {u: Pusher(u, token=a.token, timeout=a.timeout, ca_file=a.ca_file, sleep=waiter(stop)) for u in urls}
     pusher = pushers[urls[0]] if len(urls) == 1 else FailoverPusher(urls, host, pushers=pushers)
-    return Agent(config=config, host=host, runner=runner, pusher=pusher, stop=stop, os=os)
+    return Agent(config=config, host=host, runner=runner, pusher=pusher, stop=stop, os=os,
+                 phase=schedule_phase(host, config.agent.interval))
 
 
 def run(config: AgentConfig, host: str, *, once: bool = False, print_only: bool = False) -> int:

@@ -13,6 +13,7 @@ with literal values, and the simulated farm builds its reports with it too.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import platform
@@ -66,6 +67,16 @@ def next_tick(start: float, interval: float, now: float) -> float:
     k = max(1, math.floor((now - start) / interval) + 1)
     tick = start + k * interval
     return tick if tick > now else tick + interval  # float rounding at an exact tick
+
+
+def schedule_phase(host: str, interval: float) -> float:
+    """Where in the interval this host reports: spread over the fleet, the same at every start.
+
+    >>> 0 <= schedule_phase("vda-01", 15.0) < 15.0, schedule_phase("vda-01", 15.0) == schedule_phase("vda-01", 15.0)
+    (True, True)
+    """
+    digest = hashlib.blake2b(host.lower().encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * interval
 
 
 def os_name() -> str:
@@ -140,8 +151,9 @@ class Agent:
                  release: Optional[str] = None, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  wait: Optional[Callable[[float], bool]] = None,
-                 sleep: Callable[[float], Any] = time.sleep):
+                 sleep: Callable[[float], Any] = time.sleep, phase: float = 0.0):
         self.config = config
+        self.phase = phase % config.agent.interval
         self.host = host
         self.runner = runner
         self.pusher = pusher
@@ -166,7 +178,9 @@ class Agent:
 
     def run(self) -> None:
         """Collect and push every interval until `stop` is set; then send the goodbye."""
-        start = self.monotonic()
+        # The first report goes out at once; the schedule is shifted by `phase`, so a
+        # fleet that boots together (a morning power-on) does not report in step.
+        start = self.monotonic() - self.phase
         log.info("reporting as %s to %s every %g s", self.host, self.pusher.url, self.interval)
         while not self.stop.is_set():
             tick = self.monotonic()

@@ -168,3 +168,21 @@ def test_stop_before_the_first_collection_still_says_goodbye() -> None:
     agent.stop.set()
     agent.run()
     assert [r.get("goodbye") for r, _d, _at in pusher.pushed] == [True]
+
+
+def test_schedule_phase_spreads_a_fleet_evenly() -> None:
+    from agent.runner import schedule_phase
+    phases = [schedule_phase(f"vda-{i:04d}", 15.0) for i in range(1500)]
+    buckets = [0] * 5
+    for p in phases:
+        assert 0.0 <= p < 15.0
+        buckets[int(p // 3)] += 1
+    assert all(250 < b < 350 for b in buckets), buckets
+    assert schedule_phase("VDA-0001", 15.0) == schedule_phase("vda-0001", 15.0)
+
+
+def test_phase_sends_the_first_report_at_once_and_shifts_the_rest() -> None:
+    agent, runner, _pusher = make_agent(costs=[1.0], stop_after=3)
+    agent.phase = 6.0
+    agent.run()
+    assert runner.started[:3] == [5000.0, 5009.0, 5024.0]
