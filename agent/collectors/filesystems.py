@@ -8,6 +8,12 @@ statvfs/GetDiskFreeSpaceEx measures. A mount that cannot be measured (no
 permission, a drive that is not ready) is skipped: it is not a collector failure.
 At most `Limits.max_filesystems` entries are reported, the first by mount point.
 
+A hung network mount (NFS, CIFS) blocks statvfs forever. Each measurement
+runs in a worker thread and is given `STAT_TIMEOUT` seconds; a mount that does
+not answer is left out and marked stuck, and is not asked again until that
+first call returns, so one dead file server costs one thread, not the agent's
+schedule (node_exporter does the same for its filesystem collector).
+
 Sample reading (Windows)::
 
     [{"mountpoint": "C:\\\\", "fstype": "NTFS", "device": "C:\\\\",
@@ -17,13 +23,16 @@ Sample reading (Windows)::
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+import threading
+from typing import Any, Dict, List, Optional
 
 from agent.collectors import Collector, register
 from agent.collectors._common import fits_label
 from agent.report import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
+
+STAT_TIMEOUT = 2.0  # seconds a mount may take to report its size
 
 PSEUDO_FSTYPES = frozenset({
     "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devfs", "devpts",
@@ -48,6 +57,36 @@ class FilesystemsCollector(Collector):
     def __init__(self, ctx: Any):
         super().__init__(ctx)
         self._warned_cap = False
+        self.timeout = STAT_TIMEOUT
+        self._stuck: Dict[str, threading.Thread] = {}
+
+    def _usage(self, mountpoint: str) -> Optional[Any]:
+        """disk_usage with a deadline; None for a mount that is (still) stuck. OSError passes through."""
+        stuck = self._stuck.get(mountpoint)
+        if stuck is not None:
+            if stuck.is_alive():
+                return None
+            del self._stuck[mountpoint]
+            log.warning("mount %r answers again", mountpoint)
+        result: Dict[str, Any] = {}
+
+        def measure() -> None:
+            try:
+                result["usage"] = self.ctx.psutil.disk_usage(mountpoint)
+            except OSError as e:
+                result["error"] = e
+
+        worker = threading.Thread(target=measure, name=f"statfs {mountpoint}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            self._stuck[mountpoint] = worker
+            log.warning("mount %r did not answer within %g s (a hung network share?); "
+                        "left out until it answers", mountpoint, self.timeout)
+            return None
+        if "error" in result:
+            raise result["error"]
+        return result["usage"]
 
     def collect(self) -> List[Dict[str, Any]]:
         ps = self.ctx.psutil
@@ -68,9 +107,11 @@ class FilesystemsCollector(Collector):
                                 self.max_entries, self.max_entries)
                 break
             try:
-                usage = ps.disk_usage(mountpoint)
+                usage = self._usage(mountpoint)
             except OSError as e:  # PermissionError included
                 log.debug("skipping mount %r: %s", mountpoint, e)
+                continue
+            if usage is None:
                 continue
             out.append({"mountpoint": mountpoint, "fstype": part.fstype, "device": part.device,
                         "size_bytes": int(usage.total), "avail_bytes": int(usage.free)})

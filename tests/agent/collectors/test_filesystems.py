@@ -79,3 +79,31 @@ def test_a_mountpoint_the_contract_refuses_costs_only_its_own_entry() -> None:
     reading = collector("linux", disk_partitions=parts, disk_usage=usage).collect()
     assert [f["mountpoint"] for f in reading] == ["/"]
     parse_reading("filesystems", reading)
+
+
+def test_a_hung_mount_is_left_out_until_it_answers(caplog) -> None:
+    import threading
+
+    fake = fakepsutil.load("linux")
+    released = threading.Event()
+    real = fake.disk_usage
+    calls = []
+
+    def disk_usage(path):
+        calls.append(path)
+        if path == "/home":
+            released.wait(10)  # a dead NFS server
+        return real(path)
+
+    fake.disk_usage = disk_usage
+    c = FilesystemsCollector(fakepsutil.context(fake))
+    c.timeout = 0.2
+    with caplog.at_level(logging.WARNING):
+        first = [f["mountpoint"] for f in c.collect()]
+        second = [f["mountpoint"] for f in c.collect()]
+    assert first == second == ["/", "/boot/efi", "/scratch", "/var"]
+    assert calls.count("/home") == 1  # not asked again while the first call hangs
+    assert len([r for r in caplog.records if "did not answer" in r.getMessage()]) == 1
+    released.set()
+    c._stuck["/home"].join(5)
+    assert [f["mountpoint"] for f in c.collect()] == ["/", "/boot/efi", "/home", "/scratch", "/var"]
