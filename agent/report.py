@@ -39,7 +39,8 @@ HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})$")
 # busy host); beyond 2**63 something is wrong, and floats lose integer
 # precision long before anyone would notice in a rate().
 MAX_COUNTER = float(2**63)
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Characters no label value may hold: they would break the exposition or a log line.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,7 @@ class _Checker:
         if not value and not allow_empty:
             self.fail(where, REASON_INVALID, "must not be empty")
             return None
-        if _CONTROL_RE.search(value):
+        if CONTROL_RE.search(value):
             self.fail(where, REASON_INVALID, "must not contain control characters or line breaks")
             return None
         try:

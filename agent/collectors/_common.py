@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import platform
-import re
+from typing import List
 
 from agent.collectors import Context
-from agent.report import DEFAULT_LIMITS
-
-# What agent.report refuses in a label value (control characters, line breaks).
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from agent.report import CONTROL_RE, DEFAULT_LIMITS
 
 
 def os_name(ctx: Context) -> str:
@@ -23,10 +21,28 @@ def fits_label(text: str, limit: int = DEFAULT_LIMITS.max_label_length) -> bool:
     One odd mount point or interface name must cost its own entry, not the whole
     report: the collector refuses a report with any bad label value.
     """
-    if not text or len(text) > limit or _CONTROL_RE.search(text):
+    if not text or len(text) > limit or CONTROL_RE.search(text):
         return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from undecodable names
         return False
     return True
+
+
+class FirstN:
+    """Keeps the first `limit` names and says once, not every interval, that there were more."""
+
+    def __init__(self, limit: int, what: str, log: logging.Logger):
+        self.limit = limit
+        self.what = what
+        self.log = log
+        self.warned = False
+
+    def __call__(self, names: List[str]) -> List[str]:
+        if len(names) <= self.limit:
+            return names
+        if not self.warned:
+            self.warned = True
+            self.log.warning("%d %s: reporting the first %d by name", len(names), self.what, self.limit)
+        return names[:self.limit]

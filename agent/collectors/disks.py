@@ -24,7 +24,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 from agent.collectors import Collector, register
-from agent.collectors._common import fits_label, os_name
+from agent.collectors._common import FirstN, fits_label, os_name
 from agent.report import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class DisksCollector(Collector):
 
     def __init__(self, ctx: Any):
         super().__init__(ctx)
-        self._warned_cap = False
+        self.first = FirstN(self.max_entries, "disks", log)
 
     def collect(self) -> List[Dict[str, Any]]:
         counters = self.ctx.psutil.disk_io_counters(perdisk=True)
@@ -64,11 +64,7 @@ class DisksCollector(Collector):
             return []
         linux = os_name(self.ctx) == "linux"
         names = [n for n in sorted(counters) if not (linux and linux_skipped(n, counters)) and fits_label(n)]
-        if len(names) > self.max_entries:
-            if not self._warned_cap:
-                self._warned_cap = True
-                log.warning("%d disks: reporting the first %d by name", len(names), self.max_entries)
-            del names[self.max_entries:]
+        names = self.first(names)
         out = []
         for name in names:
             c = counters[name]

@@ -22,7 +22,7 @@ import logging
 from typing import Any, Dict, List
 
 from agent.collectors import Collector, register
-from agent.collectors._common import fits_label, os_name
+from agent.collectors._common import FirstN, fits_label, os_name
 from agent.report import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,13 @@ class InterfacesCollector(Collector):
 
     def __init__(self, ctx: Any):
         super().__init__(ctx)
-        self._warned_cap = False
+        self.first = FirstN(self.max_entries, "network interfaces", log)
 
     def collect(self) -> List[Dict[str, Any]]:
         counters = self.ctx.psutil.net_io_counters(pernic=True) or {}
         os = os_name(self.ctx)
         names = [n for n in sorted(counters) if not is_loopback(n, os) and fits_label(n)]
-        if len(names) > self.max_entries:
-            if not self._warned_cap:
-                self._warned_cap = True
-                log.warning("%d network interfaces: reporting the first %d by name", len(names), self.max_entries)
-            del names[self.max_entries:]
+        names = self.first(names)
         out = []
         for name in names:
             c = counters[name]

@@ -49,3 +49,15 @@ def test_a_failing_collector_costs_its_own_reading_only(caplog) -> None:
     assert [c.success for c in report.collectors if c.name == "disks"] == [False]
     failures = [r for r in caplog.records if "disks failed" in r.getMessage()]
     assert len(failures) == 1 and "PDH counters are corrupt" in failures[0].getMessage()
+
+
+def test_first_n_keeps_the_first_and_warns_once(caplog) -> None:
+    import logging
+
+    from agent.collectors._common import FirstN
+    first = FirstN(2, "disks", logging.getLogger("test.firstn"))
+    with caplog.at_level(logging.WARNING):
+        assert first(["a", "b", "c"]) == ["a", "b"]
+        assert first(["a", "b", "c", "d"]) == ["a", "b"]
+        assert first(["a"]) == ["a"]
+    assert [r.getMessage() for r in caplog.records] == ["3 disks: reporting the first 2 by name"]
