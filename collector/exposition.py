@@ -14,7 +14,7 @@ A host's chunk for `vdi_host_load1` looks like this:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from agent.report import Report
 
@@ -285,6 +285,21 @@ def family_parts(columns: Sequence[Sequence[bytes]]) -> List[bytes]:
             parts.append(header)
             parts.extend(column)
     return parts
+
+
+def blocks(parts: Sequence[bytes], size: int = 1 << 18) -> Iterator[bytes]:
+    """Many small parts as few blocks of about `size` bytes: for the socket and for gzip,
+    where a call per part (a syscall, a TCP segment, a compressor call) would cost more than the data."""
+    pending: List[bytes] = []
+    pending_size = 0
+    for part in parts:
+        pending.append(part)
+        pending_size += len(part)
+        if pending_size >= size:
+            yield b"".join(pending)
+            pending, pending_size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def render_hosts(hosts: Iterable[Tuple[Rendered, Tuple[bytes, bytes]]]) -> bytes:

@@ -22,6 +22,7 @@ from http import HTTPStatus
 from typing import Optional, Set, Tuple
 
 from collector import __version__
+from collector.exposition import blocks
 from collector.selfmetrics import REASON_BODY_TOO_LARGE, REASON_LENGTH_REQUIRED
 from collector.server import Api, Request, Response, json_response
 
@@ -169,22 +170,10 @@ class HttpServer:
             writer.write(head + parts[0])
         else:
             writer.write(head)
-            for part in _blocks(parts):
+            for part in blocks(parts):
                 writer.write(part)
                 await asyncio.wait_for(writer.drain(), self.request_timeout * 6)
         await asyncio.wait_for(writer.drain(), self.request_timeout * 6)
-
-
-def _blocks(parts, size: int = 1 << 18):
-    pending, pending_size = [], 0
-    for part in parts:
-        pending.append(part)
-        pending_size += len(part)
-        if pending_size >= size:
-            yield b"".join(pending)
-            pending, pending_size = [], 0
-    if pending:
-        yield b"".join(pending)
 
 
 def _parse_head(head: bytes):

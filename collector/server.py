@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 from agent.report import HOST_NAME_RE, Limits, Problem, ReportError, parse_report
 from collector import status
 from collector.auth import AuthError, PushAuth, ScrapeAuth
-from collector.exposition import family_parts
+from collector.exposition import blocks, family_parts
 from collector.selfmetrics import (
     REASON_BAD_CONTENT_TYPE,
     REASON_BAD_ENCODING,
@@ -311,7 +311,7 @@ class Api:
         body: Union[bytes, List[bytes]] = parts
         if "gzip" in request.header("accept-encoding"):
             deflate = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            body = [deflate.compress(b"".join(parts[i:i + 512])) for i in range(0, len(parts), 512)]
+            body = [deflate.compress(block) for block in blocks(parts)]
             body.append(deflate.flush())
             headers["Content-Encoding"] = "gzip"
         self.metrics.scrape_duration.set(time.perf_counter() - start)

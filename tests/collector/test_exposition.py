@@ -85,3 +85,12 @@ def test_every_family_is_documented() -> None:
     documented = set(re.findall(r"`(vdi_[a-z0-9_]+)`", doc))
     for name, _kind, _help in FAMILIES:
         assert name in documented, f"{name} is exposed but missing from docs/metrics.md"
+
+
+def test_blocks_join_small_parts_without_losing_or_reordering_bytes() -> None:
+    from collector.exposition import blocks
+    parts = [bytes([i % 251]) * (i % 7) for i in range(5000)]
+    out = list(blocks(parts, size=1000))
+    assert b"".join(out) == b"".join(parts)
+    assert all(len(b) >= 1000 for b in out[:-1]) and len(out) < 20
+    assert list(blocks([])) == []
