@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from agent import __version__
-from agent.failover import FailoverPusher
+from agent.failover import Chooser, FailoverPusher
 from agent.push import Pusher
 from agent.runner import agent_info, build_report
 from agent.simfarm import FAULTS, Farm, SimHost
@@ -46,6 +46,7 @@ class Simulation:
         self.token = token
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-push")
         self._local = threading.local()
+        self._choosers: Dict[str, Chooser] = {}  # per host: which collector it prefers and which failed
         self.started: Dict[str, float] = {}  # host -> when its (simulated) agent started
         self.was_reporting: Dict[str, bool] = {}
         self.sent = 0
@@ -58,12 +59,7 @@ class Simulation:
         cache = getattr(self._local, "pushers", None)
         if cache is None:
             cache = self._local.pushers = {url: Pusher(url, token=self.token, timeout=5.0) for url in self.urls}
-        return FailoverPusher(self.urls, host, pushers=cache, chooser_cache=self._choosers())
-
-    def _choosers(self) -> dict:
-        if not hasattr(self, "_chooser_cache"):
-            self._chooser_cache: dict = {}
-        return self._chooser_cache
+        return FailoverPusher(self.urls, host, pushers=cache, chooser_cache=self._choosers)
 
     def report(self, h: SimHost, sim_now: float, real_now: float, goodbye: bool = False) -> dict:
         started = self.started.setdefault(h.name, real_now)

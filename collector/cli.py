@@ -227,12 +227,12 @@ def _reload(api: Api, path: Optional[str], current: List[CollectorConfig]) -> No
     api.push_auth = PushAuth(a.tokens)
     api.scrape_auth = ScrapeAuth(a.scrape_bearer_sha256, a.scrape_basic_user, a.scrape_basic_password_hash)
     old = current[0]
-    unchanged = [name for name in ("collector", "limits", "tls") if getattr(old, name) != getattr(new, name)]
+    need_restart = [name for name in ("collector", "limits", "tls") if getattr(old, name) != getattr(new, name)]
     current[0] = new
     log.info("SIGHUP: reloaded %s: %d push token(s), scrape authentication %s", path, len(a.tokens),
              "on" if api.scrape_auth.enabled else "off")
-    if unchanged:
-        log.warning("SIGHUP: changes to [%s] take effect only after a restart", "], [".join(unchanged))
+    if need_restart:
+        log.warning("SIGHUP: changes to [%s] take effect only after a restart", "], [".join(need_restart))
 
 
 def _write_snapshot(api: Api, path: Path) -> None:

@@ -157,11 +157,9 @@ class HostStore:
             return self._hosts.get(host)
 
     def entries(self) -> List[HostEntry]:
-        """All entries, sorted by host name so that the exposition is stable."""
+        """All entries, in the order their hosts first reported (the exposition's order too)."""
         with self._lock:
-            items = list(self._hosts.items())
-        items.sort(key=lambda kv: kv[0])
-        return [entry for _, entry in items]
+            return list(self._hosts.values())
 
     def __len__(self) -> int:
         with self._lock:
