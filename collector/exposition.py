@@ -111,9 +111,6 @@ class Rendered:
     labels: str
     chunks: Tuple[bytes, ...]
 
-    def chunk(self, name: str) -> bytes:
-        return self.chunks[FAMILY_INDEX[name]]
-
 
 _FRAGMENTS: Dict[Tuple[Tuple[str, str], ...], str] = {}
 
