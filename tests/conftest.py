@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 import requests
@@ -35,6 +35,18 @@ def require_tool(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{name} is required in CI but not installed (.ci/run installs it)")
     pytest.skip(f"{name} is not installed")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
+               poll: float = 0.1) -> Any:
+    """Call `predicate` until it returns something truthy, and return that; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
 
 
 def wait_for(url: str, proc: Optional[subprocess.Popen] = None, timeout: float = 15.0) -> None:

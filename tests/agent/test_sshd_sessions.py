@@ -13,12 +13,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, CollectorProcess, free_port, require_tool
+from tests.conftest import ROOT, CollectorProcess, free_port, require_tool, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,16 +28,6 @@ def metric(text: str, name: str, **labels: str) -> float:
         if line.startswith(name + "{") and re.match(rf"{re.escape(name)}\{{{wanted}", line):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no {name} {labels} in /metrics")
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.fixture

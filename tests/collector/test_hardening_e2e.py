@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from collector.auth import hash_token
-from tests.conftest import CollectorProcess, report_fixture, require_tool
+from tests.conftest import CollectorProcess, report_fixture, require_tool, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -161,19 +161,13 @@ def test_sighup_reloads_tokens_without_dropping_hosts(tmp_path) -> None:
         assert proc.post(library, {"Authorization": "Bearer tok-new"}).status_code == 401
         proc.config_path.write_text(token_config(tmp_path, "tok-a", "tok-new", fast))
         proc.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "SIGHUP: reloaded" not in proc.log():
-            assert time.monotonic() < deadline, proc.log()
-            time.sleep(0.1)
+        wait_until(lambda: "SIGHUP: reloaded" in proc.log(), 10, "the reload in the log")
         assert proc.post(library, {"Authorization": "Bearer tok-new"}).status_code == 200
         assert proc.post(library, {"Authorization": "Bearer tok-b"}).status_code == 401  # removed token
         assert 'vdi_host_state{host="vda-win-01"' in proc.metrics()  # state kept
         proc.config_path.write_text("[auth]\ntokens = 5\n")
         proc.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "keeping the running configuration" not in proc.log():
-            assert time.monotonic() < deadline, proc.log()
-            time.sleep(0.1)
+        wait_until(lambda: "keeping the running configuration" in proc.log(), 10, "the refused reload in the log")
         assert proc.post(library, {"Authorization": "Bearer tok-new"}).status_code == 200
         assert proc.proc.poll() is None
     finally:
