@@ -24,10 +24,8 @@ from agent.config import (
     LOG_LEVELS,
     AgentConfig,
     is_collector_url,
-    load_agent_config,
-    machine_overrides,
+    load_machine_config,
     resolve_host,
-    windows_registry_value,
 )
 from agent.configfile import ConfigError
 from agent.failover import FailoverPusher
@@ -90,8 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as e:  # --help, --version, usage errors: argparse has printed them
         return e.code if isinstance(e.code, int) else EXIT_CONFIG
     try:
-        config = machine_overrides(load_agent_config(args.config),
-                                   registry=windows_registry_value if os_name() == "windows" else None)
+        config = load_machine_config(args.config)
         if args.collector:
             if not is_collector_url(args.collector):
                 raise ConfigError("--collector", [f"must be an http:// or https:// URL, got {args.collector!r}"])
@@ -105,8 +102,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
-        urls = ", ".join(config.agent.collector_urls or (config.agent.collector_url,))
-        print(f"{args.config or 'built-in defaults'}: OK (host {host}, collector {urls})")
+        a = config.agent
+        urls = ", ".join(a.collector_urls or (a.collector_url,))
+        print(f"{args.config or 'built-in defaults'}: OK (host {host}, site {a.site}, "
+              f"delivery group {a.delivery_group}, collector {urls})")
         return EXIT_OK
     logging.basicConfig(level=(args.log_level or config.agent.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

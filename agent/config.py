@@ -17,7 +17,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from agent.collectors import MODULES
@@ -158,7 +158,7 @@ ENV_DELIVERY_GROUP = "VDIWATCH_DELIVERY_GROUP"
 REGISTRY_KEY = r"SOFTWARE\vdiwatch"  # under HKEY_LOCAL_MACHINE; values Site and DeliveryGroup
 
 
-def machine_overrides(config: AgentConfig, env: Optional[dict] = None,
+def machine_overrides(config: AgentConfig, env: Optional[Mapping[str, str]] = None,
                       registry: Optional[Callable[[str], Optional[str]]] = None) -> AgentConfig:
     """Site and delivery group from the machine: the registry (Windows, e.g. set by a GPO per
     machine catalog's OU), then the environment, each overriding what came before."""
@@ -181,15 +181,33 @@ def machine_overrides(config: AgentConfig, env: Optional[dict] = None,
     return dataclasses.replace(config, agent=dataclasses.replace(config.agent, **changes))
 
 
-def windows_registry_value(name: str) -> Optional[str]:  # pragma: no cover - Windows only
-    """A string value under HKLM\\SOFTWARE\\vdiwatch, or None."""
+def windows_registry_value(name: str, winreg: Any = None) -> Optional[str]:
+    """A string value under HKLM\\SOFTWARE\\vdiwatch, or None (also on systems without a registry).
+
+    Read from the 64-bit view (KEY_WOW64_64KEY): a 32-bit Python would otherwise be
+    redirected to SOFTWARE\\WOW6432Node\\vdiwatch, where a GPO or `reg add` did not write.
+    """
+    if winreg is None:
+        try:
+            import winreg
+        except ImportError:
+            return None
     try:
-        import winreg
-    except ImportError:
-        return None
-    try:
-        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, REGISTRY_KEY) as key:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, REGISTRY_KEY, 0,
+                            winreg.KEY_READ | winreg.KEY_WOW64_64KEY) as key:
             value, kind = winreg.QueryValueEx(key, name)
     except OSError:
         return None
-    return value if kind in (winreg.REG_SZ, winreg.REG_EXPAND_SZ) else None
+    return value if kind in (winreg.REG_SZ, winreg.REG_EXPAND_SZ) and isinstance(value, str) else None
+
+
+def load_machine_config(path: Optional[str], env: Optional[Mapping[str, str]] = None,
+                        registry: Callable[[str], Optional[str]] = windows_registry_value) -> AgentConfig:
+    """The agent's configuration as this machine runs it: the file (None: built-in defaults),
+    then the per-machine site and delivery group (registry, environment).
+
+    The only way the command line, `--check-config` and the Windows service load their
+    config, so that the installer's check sees the identity the service reports with.
+    """
+    env = os.environ if env is None else env
+    return machine_overrides(load_agent_config(path, env=dict(env)), env=env, registry=registry)

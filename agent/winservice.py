@@ -21,7 +21,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Protocol
+from typing import Any, Callable, List, Mapping, Optional, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +171,21 @@ def log_handlers(directory: Path, event_log: Optional[Callable[[], logging.Handl
 class ServiceRunner:
     """The service's body, independent of pywin32: run the agent until `stop` is set."""
 
-    def __init__(self, config: Path, build: Optional[Callable[..., object]] = None):
+    def __init__(self, config: Path, build: Optional[Callable[..., Any]] = None,
+                 load: Optional[Callable[[Optional[str]], Any]] = None):
         self.config = config
         self.stop = threading.Event()
         self.build = build
+        self.load = load
 
     def run(self) -> int:
         from agent.cli import build_agent
-        from agent.config import load_agent_config, resolve_host
+        from agent.config import load_machine_config, resolve_host
 
         build = self.build or build_agent
+        load = self.load or load_machine_config  # the command line's loader: same file, same identity
         path = str(self.config) if self.config.is_file() else None
-        config = load_agent_config(path)
+        config = load(path)
         agent = build(config, resolve_host(config.agent.host), self.stop)
         try:
             agent.run()

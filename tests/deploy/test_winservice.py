@@ -166,3 +166,64 @@ def test_machine_identity_from_registry_then_environment() -> None:
     with pytest.raises(ConfigError) as e:
         machine_overrides(base, env={}, registry={"Site": "x" * 300}.get)
     assert r"HKLM\SOFTWARE\vdiwatch\Site" in str(e.value)
+
+
+class _ReturningAgent:
+    """An agent whose loop ends at once, for tests that only look at what it was built with."""
+
+    def __init__(self) -> None:
+        self.pusher = self
+
+    def run(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_service_reports_with_the_machine_identity_the_command_line_checks(tmp_path, monkeypatch,
+                                                                               capsys) -> None:
+    """An MCS/PVS clone: the image's file says one site, the machine another; the service and
+    `--check-config` (what the installer runs) must both use the machine's."""
+    from agent.cli import main
+
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nsite = "Image Site"\ndelivery_group = "Image Group"\nhost = "vda-01"\n')
+    monkeypatch.setenv("VDIWATCH_SITE", "Clone Site")
+    monkeypatch.setenv("VDIWATCH_DELIVERY_GROUP", "Clone Group")
+    built = []
+
+    def build(config, host, stop):
+        built.append((host, config.agent.site, config.agent.delivery_group))
+        return _ReturningAgent()
+
+    assert ServiceRunner(path, build=build).run() == 0
+    assert built == [("vda-01", "Clone Site", "Clone Group")]
+    assert main(["--config", str(path), "--check-config"]) == 0
+    assert "site Clone Site, delivery group Clone Group" in capsys.readouterr().out
+
+
+def test_the_service_takes_the_identity_from_the_registry(tmp_path) -> None:
+    from agent.config import load_machine_config
+
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nsite = "Image Site"\nhost = "vda-01"\n')
+    registry = {"Site": "Registry Site", "DeliveryGroup": "Registry Group"}.get
+    built = []
+    runner = ServiceRunner(path, build=lambda c, h, s: built.append(c.agent) or _ReturningAgent(),
+                           load=lambda p: load_machine_config(p, env={}, registry=registry))
+    assert runner.run() == 0
+    assert [(a.site, a.delivery_group) for a in built] == [("Registry Site", "Registry Group")]
+
+
+def test_registry_reads_use_the_64_bit_view() -> None:
+    """A 32-bit Python on 64-bit Windows is redirected to WOW6432Node unless it asks for KEY_WOW64_64KEY."""
+    from agent.config import windows_registry_value
+    from tests.windows.fakereg import FakeWinreg
+
+    reg = FakeWinreg({r"SOFTWARE\vdiwatch": {"Site": ("City Hall", FakeWinreg.REG_SZ),
+                                             "DeliveryGroup": (7, FakeWinreg.REG_DWORD)}})
+    assert windows_registry_value("Site", winreg=reg) == "City Hall"
+    assert windows_registry_value("DeliveryGroup", winreg=reg) is None  # not a string: ignored
+    assert windows_registry_value("Missing", winreg=reg) is None
+    assert reg.opened and all(access & FakeWinreg.KEY_WOW64_64KEY for _, access in reg.opened)
