@@ -57,8 +57,8 @@ def load(path: Optional[str], schema: Type[T], env: Optional[Dict[str, str]] = N
         return schema()
     source = str(path)
     try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
+        with open(path, "rb") as f:  # utf-8-sig: Windows PowerShell 5.1 and Notepad write a BOM
+            doc = tomllib.loads(f.read().decode("utf-8-sig"))
     except OSError as e:
         raise ConfigError(source, [f"cannot read file: {e.strerror or e}"]) from None
     except tomllib.TOMLDecodeError as e:
