@@ -86,6 +86,40 @@ class ServiceError(Exception):
     """A service operation failed; the message says what to do."""
 
 
+# System error codes (winerror.h) that the service commands explain in words.
+ERROR_ACCESS_DENIED = 5
+ERROR_SERVICE_REQUEST_TIMEOUT = 1053
+ERROR_SERVICE_ALREADY_RUNNING = 1056
+ERROR_SERVICE_DOES_NOT_EXIST = 1060
+ERROR_SERVICE_NOT_ACTIVE = 1062
+ERROR_SERVICE_MARKED_FOR_DELETE = 1072
+_HINTS = {
+    ERROR_ACCESS_DENIED: "run the command as Administrator",
+    ERROR_SERVICE_REQUEST_TIMEOUT: "the service did not answer in time; see agent.log in %ProgramData%\\vdiwatch "
+                                   "and the Application event log",
+    ERROR_SERVICE_MARKED_FOR_DELETE: "close the Services console (services.msc) and any Event Viewer, then retry",
+}
+
+
+def windows_error(what: str, error: BaseException) -> ServiceError:
+    """A ServiceError for a failed Windows call, from pywintypes.error (winerror, funcname, strerror)
+    or an OSError, so that the operator reads a sentence, not a traceback.
+
+    >>> str(windows_error("cannot start vdiwatch-agent", OSError(5, "Access is denied.")))
+    'cannot start vdiwatch-agent: Access is denied. (error 5); run the command as Administrator'
+    """
+    code = getattr(error, "winerror", None)
+    if code is None and isinstance(error, OSError):
+        code = error.errno
+    text = (getattr(error, "strerror", None) or str(error) or type(error).__name__).strip()
+    function = getattr(error, "funcname", None)
+    message = f"{what}: " + (f"{function}: " if function else "") + text
+    if code is not None:
+        message += f" (error {code})"
+    hint = _HINTS.get(code) if isinstance(code, int) else None
+    return ServiceError(message + (f"; {hint}" if hint else ""))
+
+
 def service_command(argv: List[str], manager: ServiceManager, *, python: str = sys.executable,
                     env: Mapping[str, str] = os.environ, out: Callable[[str], None] = print,
                     run: Optional[Callable[[Path], int]] = None) -> int:
@@ -145,6 +179,9 @@ def service_command(argv: List[str], manager: ServiceManager, *, python: str = s
     except ServiceError as e:
         out(f"error: {e}")
         return EXIT_FAILED
+    except (OSError, *getattr(manager, "errors", ())) as e:  # a manager that let a Windows error through
+        out(f"error: {windows_error(f'service {action} failed', e)}")
+        return EXIT_FAILED
 
 
 def log_handlers(directory: Path, event_log: Optional[Callable[[], logging.Handler]] = None,
@@ -198,22 +235,33 @@ class ServiceRunner:
         self.stop.set()
 
 
-class Win32Services:  # pragma: no cover - needs Windows and pywin32
-    """The Service Control Manager through pywin32."""
+class Win32Services:
+    """The Service Control Manager through pywin32 (modules injectable, so the error handling is
+    tested on Linux with fakes).
 
-    def __init__(self) -> None:
-        try:
-            import win32service
-            import win32serviceutil
-        except ImportError:
-            raise ServiceError("the Windows service needs pywin32: pip install \"vdiwatch[windows]\"") from None
+    pywin32 reports failures as pywintypes.error(winerror, funcname, strerror), which is not an
+    OSError; every method here turns it into a ServiceError that says what to do.
+    """
+
+    def __init__(self, win32service: Any = None, win32serviceutil: Any = None, error: Any = None) -> None:
+        if win32service is None or win32serviceutil is None or error is None:  # pragma: no cover - Windows
+            try:
+                import pywintypes
+                import win32service
+                import win32serviceutil
+            except ImportError:
+                raise ServiceError("the Windows service needs pywin32: pip install \"vdiwatch[windows]\"") from None
+            error = pywintypes.error
         self.ws, self.wsu = win32service, win32serviceutil
+        self.errors = (error, OSError)
 
     def state(self, name: str) -> ServiceState:
         try:
             status = self.wsu.QueryServiceStatus(name)
-        except Exception:  # noqa: BLE001 - pywin32 raises pywintypes.error for "no such service"
-            return ServiceState(False)
+        except self.errors as e:
+            if getattr(e, "winerror", None) == ERROR_SERVICE_DOES_NOT_EXIST:
+                return ServiceState(False)
+            raise windows_error(f"cannot query the state of {name}", e) from None
         return ServiceState(True, status[1] == self.ws.SERVICE_RUNNING)
 
     def install(self, name: str, display: str, description: str, command_line: str) -> None:
@@ -236,15 +284,28 @@ class Win32Services:  # pragma: no cover - needs Windows and pywin32
             ws.CloseServiceHandle(scm)
 
     def remove(self, name: str) -> None:
-        self.wsu.RemoveService(name)
+        try:
+            self.wsu.RemoveService(name)
+        except self.errors as e:
+            raise windows_error(f"cannot remove {name}", e) from None
 
     def start(self, name: str) -> None:
-        self.wsu.StartService(name)
-        self.wsu.WaitForServiceStatus(name, self.ws.SERVICE_RUNNING, 30)
+        try:
+            self.wsu.StartService(name)
+            self.wsu.WaitForServiceStatus(name, self.ws.SERVICE_RUNNING, 30)
+        except self.errors as e:
+            if getattr(e, "winerror", None) == ERROR_SERVICE_ALREADY_RUNNING:
+                return
+            raise windows_error(f"cannot start {name}", e) from None
 
     def stop(self, name: str, timeout: float) -> None:
-        self.wsu.StopService(name)
-        self.wsu.WaitForServiceStatus(name, self.ws.SERVICE_STOPPED, int(timeout))
+        try:
+            self.wsu.StopService(name)
+            self.wsu.WaitForServiceStatus(name, self.ws.SERVICE_STOPPED, int(timeout))
+        except self.errors as e:
+            if getattr(e, "winerror", None) == ERROR_SERVICE_NOT_ACTIVE:
+                return
+            raise windows_error(f"cannot stop {name}", e) from None
 
 
 def run_as_service(config: Path) -> int:  # pragma: no cover - needs Windows and pywin32

@@ -227,3 +227,104 @@ def test_registry_reads_use_the_64_bit_view() -> None:
     assert windows_registry_value("DeliveryGroup", winreg=reg) is None  # not a string: ignored
     assert windows_registry_value("Missing", winreg=reg) is None
     assert reg.opened and all(access & FakeWinreg.KEY_WOW64_64KEY for _, access in reg.opened)
+
+
+class FakePyWinError(Exception):
+    """Shaped like pywintypes.error: args (winerror, funcname, strerror), not an OSError."""
+
+    def __init__(self, winerror: int, funcname: str, strerror: str):
+        super().__init__(winerror, funcname, strerror)
+        self.winerror, self.funcname, self.strerror = winerror, funcname, strerror
+
+
+class FakeWin32Service:
+    SERVICE_RUNNING, SERVICE_STOPPED = 4, 1
+
+
+class FakeWin32ServiceUtil:
+    """win32serviceutil's calls that Win32Services makes; `fail` maps a call to the error it raises."""
+
+    def __init__(self, installed: bool = True, running: bool = False):
+        self.installed, self.running = installed, running
+        self.fail: Dict[str, Exception] = {}
+
+    def _maybe_fail(self, call: str) -> None:
+        if call in self.fail:
+            raise self.fail[call]
+
+    def QueryServiceStatus(self, name):  # noqa: N802 - pywin32's names
+        self._maybe_fail("QueryServiceStatus")
+        if not self.installed:
+            raise FakePyWinError(1060, "OpenService", "The specified service does not exist as an installed service.")
+        return (16, 4 if self.running else 1, 0, 0, 0, 0, 0)
+
+    def StartService(self, name):  # noqa: N802
+        self._maybe_fail("StartService")
+        self.running = True
+
+    def StopService(self, name):  # noqa: N802
+        self._maybe_fail("StopService")
+        self.running = False
+
+    def WaitForServiceStatus(self, name, status, wait):  # noqa: N802
+        self._maybe_fail("WaitForServiceStatus")
+
+    def RemoveService(self, name):  # noqa: N802
+        self._maybe_fail("RemoveService")
+        self.installed = False
+
+
+def win32(util: FakeWin32ServiceUtil) -> winservice.Win32Services:
+    return winservice.Win32Services(FakeWin32Service(), util, FakePyWinError)
+
+
+def test_a_denied_start_is_a_message_not_a_traceback() -> None:
+    util = FakeWin32ServiceUtil()
+    util.fail["StartService"] = FakePyWinError(5, "StartService", "Access is denied.")
+    code, text = run(["start"], win32(util))
+    assert code == 1
+    assert text == ("error: cannot start vdiwatch-agent: StartService: Access is denied. (error 5); "
+                    "run the command as Administrator")
+
+
+@pytest.mark.parametrize("action, call, error, expected", [
+    ("start", "WaitForServiceStatus", FakePyWinError(1053, "QueryServiceStatus", "The service did not respond"),
+     "cannot start vdiwatch-agent: QueryServiceStatus: The service did not respond (error 1053); the service "
+     "did not answer in time"),
+    ("stop", "StopService", FakePyWinError(1051, "ControlService", "A stop control has been sent to a service "
+                                                                    "that other running services are dependent on."),
+     "cannot stop vdiwatch-agent: ControlService: A stop control"),
+    ("remove", "RemoveService", FakePyWinError(1072, "DeleteService", "The specified service has been marked for "
+                                                                       "deletion."),
+     "cannot remove vdiwatch-agent: DeleteService: The specified service has been marked for deletion. (error 1072)"),
+    ("status", "QueryServiceStatus", OSError(1722, "The RPC server is unavailable"),
+     "cannot query the state of vdiwatch-agent: The RPC server is unavailable (error 1722)"),
+])
+def test_every_service_call_reports_windows_errors_readably(action, call, error, expected) -> None:
+    util = FakeWin32ServiceUtil(running=action in ("stop", "remove"))
+    util.fail[call] = error
+    code, text = run([action], win32(util))
+    assert code == 1 and text.startswith("error: " + expected), text
+
+
+def test_a_missing_service_is_not_installed_and_a_race_is_no_error() -> None:
+    assert win32(FakeWin32ServiceUtil(installed=False)).state("x") == ServiceState(False)
+    util = FakeWin32ServiceUtil(running=False)
+    util.fail["StartService"] = FakePyWinError(1056, "StartService", "An instance of the service is already running.")
+    win32(util).start("vdiwatch-agent")  # started meanwhile by someone else: the goal is reached
+    util.fail["StopService"] = FakePyWinError(1062, "ControlService", "The service has not been started.")
+    win32(util).stop("vdiwatch-agent", 30.0)
+
+
+def test_a_manager_that_lets_a_windows_error_through_still_gets_a_message() -> None:
+    class LeakyScm(FakeScm):
+        errors = (FakePyWinError,)
+
+        def start(self, name) -> None:
+            raise FakePyWinError(5, "StartService", "Access is denied.")
+
+    scm = LeakyScm()
+    scm.services["vdiwatch-agent"] = {"running": False, "command": "", "display": ""}
+    code, text = run(["start"], scm)
+    assert (code, text) == (1, "error: service start failed: StartService: Access is denied. (error 5); "
+                               "run the command as Administrator")
