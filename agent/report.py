@@ -10,9 +10,10 @@ docs/report-format.md is the prose version of this module; keep the two together
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 SCHEMA_VERSION = 1
@@ -41,6 +42,14 @@ HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})$")
 MAX_COUNTER = float(2**63)
 # Characters no label value may hold: they would break the exposition or a log line.
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# An answer to a bad report lists at most this many problems (and counts the rest),
+# and a path names at most this many characters of what the agent sent: a report
+# built to fail everywhere gets an answer of a few kilobytes, not a copy of itself.
+MAX_PROBLEMS = 50
+MAX_PATH_CHARS = 160
+# What a path may not show as it is: control characters would break a log line,
+# lone surrogates cannot be encoded as UTF-8 (an answer naming them would fail).
+_UNPRINTABLE_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,12 @@ class Problem:
 
 
 class ReportError(ValueError):
-    """A report that breaks the contract; `problems` lists every broken field."""
+    """A report that breaks the contract; `problems` lists the first MAX_PROBLEMS broken fields
+    and `omitted` counts the others."""
 
-    def __init__(self, problems: List[Problem]):
+    def __init__(self, problems: List[Problem], omitted: int = 0):
         self.problems = problems
+        self.omitted = omitted
         super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems[:5]))
 
     @property
@@ -228,15 +239,84 @@ class Report:
     capacity: Optional[Capacity] = None
 
 
+def _plain(value: Any) -> Dict[str, Any]:
+    """A flat dataclass as a JSON object, optional fields that are None left out."""
+    return {f.name: getattr(value, f.name) for f in fields(value) if getattr(value, f.name) is not None}
+
+
+def _sessions_doc(s: Sessions) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {"source": s.source, "counts": {}}
+    for state, protocol, n in s.counts:
+        doc["counts"].setdefault(state, {})[protocol] = n
+    for name in ("users", "total", "truncated", "oldest_disconnect_time_seconds", "logons_total",
+                 "logoffs_total", "disconnects_total", "reconnects_total"):
+        if getattr(s, name) is not None:
+            doc[name] = getattr(s, name)
+    doc["list"] = [_plain(e) for e in s.entries]
+    groups = {k: _plain(g) for k, g in (("user", s.user_processes), ("system", s.system_processes)) if g}
+    if groups:
+        doc["processes"] = groups
+    if s.top_users is not None:
+        doc["top_users"] = [_plain(u) for u in s.top_users]
+    return doc
+
+
+def report_to_doc(report: Report) -> Dict[str, Any]:
+    """The report as the JSON document an agent sends, holding only what the contract knows.
+
+    `parse_report(report_to_doc(r)) == r`: the collector keeps, snapshots and serves
+    this form, never the document as received, so unknown keys cost it nothing.
+    """
+    doc: Dict[str, Any] = {
+        "schema_version": report.schema_version, "host": report.host, "site": report.site,
+        "delivery_group": report.delivery_group, "timestamp_seconds": report.timestamp_seconds,
+        "goodbye": report.goodbye, "agent": _plain(report.agent),
+        "collectors": {c.name: {"success": c.success, "duration_seconds": c.duration_seconds}
+                       for c in report.collectors},
+    }
+    readings: Dict[str, Any] = {}
+    if report.cpu is not None:
+        readings["cpu"] = {"count": report.cpu.count, "seconds": dict(report.cpu.seconds)}
+    for name in ("load", "memory", "system", "capacity"):
+        section = getattr(report, name)
+        if section is not None:
+            readings[name] = _plain(section)
+    for name in ("filesystems", "disks", "interfaces"):
+        items = getattr(report, name)
+        if items is not None:
+            readings[name] = [_plain(item) for item in items]
+    if report.sessions is not None:
+        readings["sessions"] = _sessions_doc(report.sessions)
+    doc["readings"] = readings
+    return doc
+
+
+def report_to_json(report: Report) -> bytes:
+    """`report_to_doc` as compact UTF-8 JSON."""
+    return json.dumps(report_to_doc(report), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 class _Checker:
     """Collects problems while reading a decoded JSON document."""
 
     def __init__(self, limits: Limits):
         self.limits = limits
         self.problems: List[Problem] = []
+        self.omitted = 0
 
     def fail(self, path: str, reason: str, message: str) -> None:
-        self.problems.append(Problem(path, reason, message))
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.omitted += 1
+            return
+        self.problems.append(Problem(printable_path(path), reason, message))
+
+    def error(self) -> "ReportError":
+        return ReportError(self.problems, self.omitted)
+
+    @property
+    def failed(self) -> int:
+        """Problems found so far, listed or not: sections compare it before and after."""
+        return len(self.problems) + self.omitted
 
     def obj(self, doc: Any, path: str) -> Optional[Mapping[str, Any]]:
         if not isinstance(doc, dict):
@@ -354,6 +434,12 @@ class _Checker:
         return value
 
 
+def printable_path(path: str) -> str:
+    """A field path as an answer or a log line may show it: escaped and cut to MAX_PATH_CHARS."""
+    shown = _UNPRINTABLE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", path[:MAX_PATH_CHARS])
+    return shown if len(path) <= MAX_PATH_CHARS else f"{shown}... ({len(path)} characters)"
+
+
 def _join(path: str, key: Any) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -391,7 +477,7 @@ def parse_report(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Report:
     c = _Checker(limits)
     top = c.obj(doc, "")
     if top is None:
-        raise ReportError(c.problems)
+        raise c.error()
     version = top.get("schema_version")
     if version != SCHEMA_VERSION or isinstance(version, bool):
         if version is None:
@@ -399,7 +485,7 @@ def parse_report(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Report:
         else:
             c.fail("schema_version", REASON_SCHEMA,
                    f"must be {SCHEMA_VERSION}, got {version!r:.40}")
-        raise ReportError(c.problems)
+        raise c.error()
 
     host = c.text(top, "host", "", max_length=253)
     if host is not None and not HOST_NAME_RE.match(host):
@@ -433,7 +519,7 @@ def parse_report(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Report:
         "capacity": _section(c, readings, "capacity", _capacity),
     }
     if c.problems:
-        raise ReportError(c.problems)
+        raise c.error()
     return Report(
         schema_version=SCHEMA_VERSION, host=host, site=site, delivery_group=group,
         timestamp_seconds=timestamp, goodbye=goodbye, agent=agent, collectors=collectors,
@@ -445,7 +531,7 @@ def _agent(c: _Checker, top: Mapping[str, Any]) -> Optional[AgentInfo]:
     raw = c.get(top, "agent", "")
     if raw is None or c.obj(raw, "agent") is None:
         return None
-    before = len(c.problems)
+    before = c.failed
     info = AgentInfo(
         version=c.text(raw, "version", "agent", max_length=64),
         os=c.text(raw, "os", "agent", max_length=32),
@@ -453,7 +539,7 @@ def _agent(c: _Checker, top: Mapping[str, Any]) -> Optional[AgentInfo]:
         interval_seconds=c.number(raw, "interval_seconds", "agent", minimum=1.0, maximum=86400.0),
         start_time_seconds=c.number(raw, "start_time_seconds", "agent", minimum=0.0, maximum=1e11),
     )
-    return info if len(c.problems) == before else None
+    return info if c.failed == before else None
 
 
 def _collectors(c: _Checker, top: Mapping[str, Any]) -> Tuple[CollectorStatus, ...]:
@@ -488,9 +574,9 @@ def _section(c: _Checker, readings: Mapping[str, Any], key: str, parse):
     path = _join("readings", key)
     if c.obj(raw, path) is None:
         return None
-    before = len(c.problems)
+    before = c.failed
     value = parse(c, raw, path)
-    return value if len(c.problems) == before else None
+    return value if c.failed == before else None
 
 
 def _list_section(c: _Checker, readings: Mapping[str, Any], name: str, cap: int, parse, key):
@@ -503,9 +589,9 @@ def _list_section(c: _Checker, readings: Mapping[str, Any], name: str, cap: int,
         path = _join(_join("readings", name), i)
         if c.obj(raw, path) is None:
             continue
-        before = len(c.problems)
+        before = c.failed
         value = parse(c, raw, path)
-        if len(c.problems) != before:
+        if c.failed != before:
             continue
         identity = key(value)
         if identity in seen:
@@ -623,12 +709,19 @@ def _session_counts(c: _Checker, raw: Mapping[str, Any], path: str) -> Tuple[Tup
     where = _join(path, "counts")
     found: Dict[Tuple[str, str], int] = {}
     if counts is not None and c.obj(counts, where) is not None:
+        if len(counts) > len(SESSION_STATES):
+            c.fail(where, REASON_TOO_MANY, f"must have at most {len(SESSION_STATES)} states, got {len(counts)}")
+            counts = {}
         for state, by_protocol in counts.items():
             state_path = _join(where, state)
             if state not in SESSION_STATES:
                 c.fail(state_path, REASON_INVALID, f"state must be one of {', '.join(SESSION_STATES)}")
                 continue
             if c.obj(by_protocol, state_path) is None:
+                continue
+            if len(by_protocol) > len(SESSION_PROTOCOLS):
+                c.fail(state_path, REASON_TOO_MANY,
+                       f"must have at most {len(SESSION_PROTOCOLS)} protocols, got {len(by_protocol)}")
                 continue
             for protocol in by_protocol:
                 if protocol not in SESSION_PROTOCOLS:

@@ -11,32 +11,45 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qs, unquote
 
-from agent.report import HOST_NAME_RE, Limits, Problem, ReportError, parse_report
+from agent.report import (
+    CONTROL_RE,
+    HOST_NAME_RE,
+    Limits,
+    Problem,
+    ReportError,
+    parse_report,
+    report_to_doc,
+    report_to_json,
+)
 from collector import status
-from collector.auth import AuthError, PushAuth, ScrapeAuth
+from collector.auth import AuthError, PushAuth, ScrapeAuth, TokenScope
 from collector.exposition import blocks, family_parts
 from collector.selfmetrics import (
     REASON_BAD_CONTENT_TYPE,
     REASON_BAD_ENCODING,
     REASON_BAD_JSON,
     REASON_BODY_TOO_LARGE,
+    REASON_HOST_OWNED,
     REASON_TOO_DEEP,
     REASON_TOO_FREQUENT,
     REASON_TOO_MANY_HOSTS,
     SelfMetrics,
 )
-from collector.store import HostStore, StoreFull
+from collector.store import HostOwned, HostStore, StoreFull, TooFrequent
 
 log = logging.getLogger(__name__)
 
 EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+HOSTS_API = "/api/v1/hosts/"
+LOG_BUDGET = 20  # refusal log lines a minute, all hosts together
 
 
 @dataclass
@@ -70,12 +83,14 @@ class EdgeLimits:
 
 
 class Rejected(Exception):
-    def __init__(self, status: int, reason: str, message: str, problems: Optional[List[Problem]] = None):
+    def __init__(self, status: int, reason: str, message: str, problems: Optional[List[Problem]] = None,
+                 omitted: int = 0):
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.problems = problems or [Problem("", reason, message)]
+        self.omitted = omitted  # problems found beyond the ones listed
 
 
 def json_response(status: int, doc: Any, headers: Optional[Dict[str, str]] = None) -> Response:
@@ -96,58 +111,73 @@ class Api:
         self.push_auth = push_auth or PushAuth(())
         self.scrape_auth = scrape_auth or ScrapeAuth()
         self.min_report_interval = min_report_interval
-        self.activity = status.Activity(clock)
+        self.activity = status.Activity(store.monotonic)
         self.snapshot_at: Optional[float] = None  # set by whoever writes snapshots
         self._log_times: Dict[str, float] = {}
+        self._log_window = float("-inf")
+        self._log_lines = 0
+        self._log_suppressed = 0
         self._log_lock = threading.Lock()
 
     def handle(self, request: Request) -> Response:
+        """Route, check scrape credentials, answer, all in the calling thread (tests, callers off the loop).
+
+        The transport does the same steps itself, with the password check in a worker thread.
+        """
+        route = self.route(request)
+        if route.protected:
+            try:
+                self.scrape_auth.check(request.header("authorization"))
+            except AuthError as e:
+                return auth_refusal(e)
+        return route.answer()
+
+    def route(self, request: Request) -> Route:
+        """What a request is for, decided before any credential is checked: an unknown path costs no hashing."""
         path = request.path.split("?", 1)[0]
         if path == "/api/v1/reports":
             if request.method != "POST":
-                return json_response(405, {"error": "method not allowed: use POST"}, {"Allow": "POST"})
-            return self.post_report(request)
+                return Route(partial(json_response, 405, {"error": "method not allowed: use POST"}, {"Allow": "POST"}))
+            return Route(partial(self.post_report, request))
+        if request.method == "DELETE" and path.startswith(HOSTS_API) and len(path) > len(HOSTS_API):
+            return Route(partial(self.release_host, request, unquote(path[len(HOSTS_API):])))  # push-token authorised
         if request.method not in ("GET", "HEAD"):
-            return json_response(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"})
+            return Route(partial(json_response, 405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"}))
         if path == "/healthz":
-            return Response(200, b"ok\n", "text/plain; charset=utf-8")
-        try:
-            self.scrape_auth.check(request.header("authorization"))
-        except AuthError as e:
-            return json_response(401, {"error": e.message, "reason": e.reason},
-                                 {"WWW-Authenticate": 'Basic realm="vdiwatch", charset="UTF-8"'})
+            return Route(partial(Response, 200, b"ok\n", "text/plain; charset=utf-8"))
         if path == "/metrics":
-            return self.metrics_page(request)
+            return Route(partial(self.metrics_page, request), protected=True, slow=True)
         query = _query(request.path)
         if path == "/":
-            return self.index_page(query)
+            return Route(partial(self.index_page, query), protected=True, slow=True)
         if path == "/api/v1/hosts":
-            return self.hosts_api(query)
+            return Route(partial(self.hosts_api, query), protected=True, slow=True)
         for prefix, handler in (("/hosts/", self.host_page), ("/api/v1/hosts/", self.host_api)):
             if path.startswith(prefix) and len(path) > len(prefix):
-                return handler(unquote(path[len(prefix):]))
-        return json_response(404, {"error": f"not found: {path}"})
+                return Route(partial(handler, unquote(path[len(prefix):])), protected=True)
+        return Route(partial(json_response, 404, {"error": f"not found: {path}"}))
 
     # -- status page and hosts API -------------------------------------------
 
     def _rows(self, now: float) -> List[Dict[str, Any]]:
         return [status.summary(self.store, e, now) for e, _ in self.store.live_view(now)]
 
+    def _health(self, now: float) -> Dict[str, Any]:
+        return status.health(self.store, self.activity, self.snapshot_at, now, self.clock())
+
     def index_page(self, query: Dict[str, str]) -> Response:
-        now = self.clock()
+        now = self.store.monotonic()
         rows = self._rows(now)
-        info = status.health(self.store, self.activity, self.snapshot_at, now)
-        return Response(200, status.render_index(rows, status.select(rows, query), info, query),
+        return Response(200, status.render_index(rows, status.select(rows, query), self._health(now), query),
                         "text/html; charset=utf-8", {"Cache-Control": "no-store"})
 
     def hosts_api(self, query: Dict[str, str]) -> Response:
-        now = self.clock()
+        now = self.store.monotonic()
         rows = status.select(self._rows(now), query)
-        return json_response(200, {"collector": status.health(self.store, self.activity, self.snapshot_at, now),
-                                   "hosts": rows})
+        return json_response(200, {"collector": self._health(now), "hosts": rows})
 
     def _host(self, host: str):
-        now = self.clock()
+        now = self.store.monotonic()
         entry = self.store.get(host)
         if entry is None or self.store.expired(entry, now):
             return None, now
@@ -158,7 +188,8 @@ class Api:
         if entry is None:
             return Response(404, status.render_not_found(host), "text/html; charset=utf-8")
         row = status.summary(self.store, entry, now)
-        return Response(200, status.render_host(row, entry.raw, self.store.history(host), now),
+        return Response(200, status.render_host(row, report_to_json(entry.report), self.store.history(host),
+                                                  self.clock()),
                         "text/html; charset=utf-8", {"Cache-Control": "no-store"})
 
     def host_api(self, host: str) -> Response:
@@ -168,21 +199,38 @@ class Api:
             return json_response(404, {"error": f"no report from host {host!r}", "last_rejection": None
                                        if rejection is None else {"timestamp_seconds": rejection[0],
                                                                   "reason": rejection[1], "message": rejection[2]}})
-        try:
-            report = json.loads(entry.raw)
-        except ValueError:
-            report = None
         return json_response(200, {
             "host": status.summary(self.store, entry, now),
             "history": [{"timestamp_seconds": t, "state": s} for t, s in self.store.history(host)],
-            "report": report,
+            "report": report_to_doc(entry.report),
         })
+
+    def release_host(self, request: Request, host: str) -> Response:
+        """DELETE /api/v1/hosts/<host>: the owning site's token frees a host to move to another site."""
+        try:
+            scope = self.push_auth.identify(request.header("authorization"))
+        except AuthError as e:
+            return json_response(e.status, {"error": e.message, "reason": e.reason},
+                                 {"WWW-Authenticate": 'Bearer realm="vdiwatch"'})
+        site = self.store.owner(host)
+        if site is None:
+            return json_response(404, {"error": f"no report from host {host!r}"})
+        try:
+            self.push_auth.check_scope(scope, site, host)
+        except AuthError as e:
+            return json_response(e.status, {"error": e.message, "reason": e.reason})
+        if not self.store.release(host):
+            return json_response(404, {"error": f"no report from host {host!r}"})
+        log.info("released host %r from site %r (%s); any site may report it now", host, site,
+                 scope.label if scope else "push authentication off")
+        return json_response(200, {"status": "released", "host": host, "site": site})
 
     # -- ingest -------------------------------------------------------------
 
     def post_report(self, request: Request) -> Response:
         start = time.perf_counter()
-        host_hint = ""
+        claim: Optional[Tuple[str, Optional[str]]] = None  # (host, site) a refused report names
+        scope: Optional[TokenScope] = None
         headers: Dict[str, str] = {}
         try:
             try:
@@ -190,55 +238,52 @@ class Api:
             except AuthError as e:
                 headers["WWW-Authenticate"] = 'Bearer realm="vdiwatch"'
                 raise Rejected(e.status, e.reason, e.message) from None
-            raw = self._body(request)
-            doc = self._decode(raw)
-            if isinstance(doc, dict) and isinstance(doc.get("host"), str):
-                host_hint = doc["host"][:64]
+            doc = self._decode(self._body(request))
+            claim = _claim(doc)
             try:
                 report = parse_report(doc, self.limits)
             except ReportError as e:
-                raise Rejected(400, e.reason, "the report breaks the contract", e.problems) from None
+                raise Rejected(400, e.reason, "the report breaks the contract", e.problems, e.omitted) from None
             try:
                 self.push_auth.check_scope(scope, report.site, report.host)
             except AuthError as e:
                 raise Rejected(e.status, e.reason, e.message,
                                [Problem("site", e.reason, e.message)]) from None
-            now = self.clock()
-            self._check_frequency(report, now, headers)
             try:
-                self.store.put(report, raw, now)
+                self.store.put(report, self.clock(), min_interval=self.min_report_interval)
+            except HostOwned as e:
+                raise Rejected(409, REASON_HOST_OWNED, str(e), [Problem("site", REASON_HOST_OWNED, str(e))]) from None
+            except TooFrequent as e:
+                headers["Retry-After"] = str(max(1, math.ceil(e.wait)))
+                raise Rejected(429, REASON_TOO_FREQUENT, str(e),
+                               [Problem("host", REASON_TOO_FREQUENT, str(e))]) from None
             except StoreFull as e:
                 raise Rejected(429, REASON_TOO_MANY_HOSTS, str(e),
                                [Problem("host", REASON_TOO_MANY_HOSTS, str(e))]) from None
         except Rejected as r:
             self.metrics.rejected.labels(r.reason).inc()
             self.activity.rejected(r.reason)
-            if HOST_NAME_RE.match(host_hint):
-                self.store.note_rejection(host_hint, r.reason, r.problems[0].message if r.problems else r.message)
-            self._log_rejection(host_hint or "?", r)
-            return json_response(r.status, {
-                "error": r.message,
-                "reason": r.reason,
-                "problems": [p.as_dict() for p in r.problems],
-            }, headers)
+            noted = claim is not None and self._note(claim, scope, r)
+            self._log_rejection(claim[0] if noted and claim else None, r)
+            answer: Dict[str, Any] = {"error": r.message, "reason": r.reason,
+                                      "problems": [p.as_dict() for p in r.problems]}
+            if r.omitted:
+                answer["problems_omitted"] = r.omitted
+            return json_response(r.status, answer, headers)
         self.metrics.accepted.inc()
         self.activity.accepted()
         self.metrics.report_duration.observe(time.perf_counter() - start)
         return json_response(200, {"status": "accepted", "host": report.host})
 
-    def _check_frequency(self, report, now: float, headers: Dict[str, str]) -> None:
-        """A host may report at most once per min_report_interval; a goodbye always gets through."""
-        if report.goodbye or self.min_report_interval <= 0:
-            return
-        last = self.store.get(report.host)
-        if last is None or last.report.goodbye:
-            return
-        wait = self.min_report_interval - (now - last.received_at)
-        if wait > 0:
-            headers["Retry-After"] = str(max(1, int(wait + 0.999)))
-            message = f"host {report.host!r} reported {now - last.received_at:.3f} s ago; " \
-                      f"the minimum interval is {self.min_report_interval:g} s"
-            raise Rejected(429, REASON_TOO_FREQUENT, message, [Problem("host", REASON_TOO_FREQUENT, message)])
+    def _note(self, claim: Tuple[str, Optional[str]], scope: Optional[TokenScope], r: Rejected) -> bool:
+        """File the refusal under the host it names, for "why is my host missing?", but only where
+        the sender could have reported that host: never on a host another site or token owns.
+        (An unauthenticated request is refused before its body is read, so it names no host.)"""
+        host, site = claim
+        if scope is not None and (site is None or not scope.allows(site, host)):
+            return False
+        message = r.problems[0].message if r.problems else r.message
+        return self.store.note_rejection(host, site, r.reason, message)
 
     def _body(self, request: Request) -> bytes:
         ctype = request.header("content-type").split(";", 1)[0].strip().lower()
@@ -288,24 +333,34 @@ class Api:
             raise too_deep
         return doc
 
-    def _log_rejection(self, host: str, r: Rejected) -> None:
-        now = self.clock()
+    def _log_rejection(self, host: Optional[str], r: Rejected) -> None:
+        """At most one line a minute per host the refusal could be filed under, and at most
+        LOG_BUDGET lines a minute in all, whatever names the refused reports claim."""
+        now = self.store.monotonic()
+        key = host or ""
         with self._log_lock:
-            last = self._log_times.get(host)
-            if last is not None and now - last < 60:
-                return
-            if len(self._log_times) > 10_000:
+            if now - self._log_window >= 60:
+                if self._log_suppressed:
+                    log.warning("%d more refused report(s) in the last minute were not logged "
+                                "(see vdi_collector_reports_rejected_total)", self._log_suppressed)
+                self._log_window, self._log_lines, self._log_suppressed = now, 0, 0
                 self._log_times.clear()
-            self._log_times[host] = now
+            last = self._log_times.get(key)
+            if (last is not None and now - last < 60) or self._log_lines >= LOG_BUDGET:
+                self._log_suppressed += 1
+                return
+            self._log_times[key] = now
+            self._log_lines += 1
         first = r.problems[0]
-        log.warning("refused a report from %r: %s (%s%s); further refusals for it are logged once a minute",
-                    host, r.message, first.reason, f" at {first.path}" if first.path else "")
+        log.warning("refused a report%s: %s (%s%s); further refusals for it are logged once a minute",
+                    f" from {host!r}" if host else "", r.message, first.reason,
+                    f" at {first.path}" if first.path else "")
 
     # -- exposition ---------------------------------------------------------
 
     def metrics_page(self, request: Request) -> Response:
         start = time.perf_counter()
-        parts = family_parts(self.store.exposition(self.clock()))
+        parts = family_parts(self.store.exposition())
         parts.append(self.metrics.render().encode("utf-8"))
         headers = {}
         body: Union[bytes, List[bytes]] = parts
@@ -316,6 +371,18 @@ class Api:
             headers["Content-Encoding"] = "gzip"
         self.metrics.scrape_duration.set(time.perf_counter() - start)
         return Response(200, body, EXPOSITION_TYPE, headers)
+
+
+def _claim(doc: Any) -> Optional[Tuple[str, Optional[str]]]:
+    """The host and site a document claims, where the host is a whole, valid host name."""
+    if not isinstance(doc, dict):
+        return None
+    host, site = doc.get("host"), doc.get("site")
+    if not isinstance(host, str) or len(host) > 253 or not HOST_NAME_RE.match(host):
+        return None
+    if not isinstance(site, str) or len(site) > 128 or CONTROL_RE.search(site) or not site:
+        site = None
+    return host, site
 
 
 def _query(target: str) -> Dict[str, str]:

@@ -1,9 +1,11 @@
 """The host store on disk, so that a collector restart does not blind the ops room.
 
-The file holds each host's last report exactly as received, with the time it
+The file holds each host's last report as the contract knows it (only the
+fields the collector validated, never what an agent added), with the time it
 arrived; on start every report is checked against the contract again and put
 back, so a host that died while the collector was down shows as down afterwards
-instead of vanishing. It is written to a temporary file, fsynced and renamed over
+instead of vanishing. An entry that no longer passes is left out, one log line
+for all of them. It is written to a temporary file, fsynced and renamed over
 the old one: a crash leaves the old snapshot or the new one, never half of one.
 A corrupt, truncated or foreign file is moved aside with one log line.
 
@@ -19,14 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
 from typing import List, Tuple
 
-from agent.report import Limits, ReportError, parse_report
-from collector.exposition import render_report
-from collector.store import HostEntry, HostStore
+from agent.report import Limits, Report, ReportError, parse_report, report_to_json
+from collector.store import HostStore
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,12 @@ class SnapshotError(Exception):
     pass
 
 
-def encode(entries: List[HostEntry], written_at: float) -> bytes:
+def encode(entries: List[Tuple[float, Report]], written_at: float) -> bytes:
     parts = [b"%s %d %d %r\n" % (MAGIC, VERSION, len(entries), written_at)]
-    for e in entries:
-        parts.append(b"%r %d\n" % (e.received_at, len(e.raw)))
-        parts.append(e.raw)
+    for received_at, report in entries:
+        raw = report_to_json(report)
+        parts.append(b"%r %d\n" % (received_at, len(raw)))
+        parts.append(raw)
         parts.append(b"\n")
     body = b"".join(parts)
     return body + b"END " + hashlib.sha256(body).hexdigest().encode() + b"\n"
@@ -70,7 +73,10 @@ def decode(data: bytes) -> List[Tuple[float, bytes]]:
         received, length = rest[pos:line_end].split()
         start = line_end + 1
         stop = start + int(length)
-        out.append((float(received), rest[start:stop]))
+        when = float(received)
+        if not math.isfinite(when) or when < 0:
+            raise SnapshotError(f"host {len(out) + 1}: arrival time {received[:32]!r} is not a time")
+        out.append((when, rest[start:stop]))
         pos = stop + 1
     if pos != len(rest):
         raise SnapshotError("trailing data after the last host")
@@ -80,13 +86,21 @@ def decode(data: bytes) -> List[Tuple[float, bytes]]:
 def write(path: Path, store: HostStore, clock=time.time) -> int:
     """Write the store to `path` atomically; returns the number of hosts written."""
     entries = store.entries()
-    data = encode(entries, clock())
+    data = encode([(e.received_at, e.report) for e in entries], clock())
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk must not stay full because of our half-written file.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
@@ -119,16 +133,13 @@ def restore(path: Path, store: HostStore, limits: Limits, clock=time.time) -> in
             aside = path
         log.error("snapshot %s is unusable (%s); moved it to %s and started empty", path, e, aside)
         return 0
-    entries = []
+    reports = []
     skipped = 0
     for received_at, raw in pairs:
         try:
-            report = parse_report(json.loads(raw), limits)
-        except (ValueError, ReportError):
+            reports.append((received_at, parse_report(json.loads(raw), limits)))
+        except (ValueError, ReportError, RecursionError):
             skipped += 1
-            continue
-        entries.append(HostEntry(report.host, report, received_at, render_report(report, received_at), raw))
-    store.restore(entries)
     if skipped:
         log.warning("snapshot %s: %d host(s) no longer pass the report checks and were left out", path, skipped)
-    return len(entries)
+    return store.restore(reports)

@@ -75,7 +75,7 @@ class Activity:
 
 
 def summary(store: HostStore, entry: HostEntry, now: float) -> Dict[str, Any]:
-    """One host as the status page and /api/v1/hosts show it."""
+    """One host as the status page and /api/v1/hosts show it; `now` on the store's monotonic clock."""
     r = entry.report
     live = store.liveness(entry, now)
     state = live.state
@@ -97,7 +97,7 @@ def summary(store: HostStore, entry: HostEntry, now: float) -> Dict[str, Any]:
         "state": state,
         "up": live.up,
         "last_report_timestamp_seconds": entry.received_at,
-        "last_report_age_seconds": round(max(0.0, now - entry.received_at), 1),
+        "last_report_age_seconds": round(store.age(entry, now), 1),
         "interval_seconds": r.agent.interval_seconds,
         "sessions": sessions,
         "sessions_total": r.sessions.total if r.sessions else None,
@@ -114,13 +114,15 @@ def summary(store: HostStore, entry: HostEntry, now: float) -> Dict[str, Any]:
     }
 
 
-def health(store: HostStore, activity: Activity, snapshot_at: Optional[float], now: float) -> Dict[str, Any]:
+def health(store: HostStore, activity: Activity, snapshot_at: Optional[float], now: float,
+           wall: float) -> Dict[str, Any]:
+    """The collector's own state; `now` on the store's monotonic clock, `snapshot_at` and `wall` wall-clock."""
     return {
         "version": __version__,
         "hosts_by_state": store.counts_by_state(now),
         "reports_per_second": activity.reports_per_second(),
         "rejections_last_hour": activity.rejections_last_hour(),
-        "snapshot_age_seconds": None if snapshot_at is None else round(now - snapshot_at, 1),
+        "snapshot_age_seconds": None if snapshot_at is None else round(max(0.0, wall - snapshot_at), 1),
     }
 
 

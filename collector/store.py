@@ -8,14 +8,24 @@ Contract (relied on by the HTTP edge, the snapshot writer and the exposition):
   readers take a list of entries under the lock and render it outside the lock;
   a scrape never blocks ingest for longer than a list copy. The pre-rendered
   exposition (`Columns`) changes under the same lock as the entries it mirrors.
-- Only valid reports reach the store: validation happens at the edge. `put`
-  refuses a new host past `max_hosts` (known hosts always get through) and
-  changes nothing when it refuses.
+- Only valid reports reach the store: validation happens at the edge. An entry
+  holds the parsed report, never the document as received, so what an agent
+  adds beyond the contract is neither kept, nor snapshotted, nor served.
+- `put` refuses, and changes nothing when it refuses: a new host past
+  `max_hosts` (`StoreFull`); a host that another site owns (`HostOwned`: the
+  first site to report a host owns it until it expires or is released); a
+  report sooner than `min_interval` after the host's last one (`TooFrequent`;
+  a goodbye, or the first report after one, may come sooner, once per interval).
+- Time: intervals, liveness, expiry and rate limits use the `monotonic` clock,
+  so a wall clock stepped back or forward changes none of them; `clock` (wall
+  time) only stamps what is shown (`received_at`, history). Restored entries
+  are placed on the monotonic clock by their age, clamped at zero.
 - Liveness is derived from the clock at read time, never stored: a host is
   `up` until it misses `missed_intervals` of its own intervals, `stale` after,
   `stopped` once it said goodbye, `maintenance` while its last report carried
   the maintenance flag. Hosts silent past `expire_after` (`stopped_expire_after`
-  after a goodbye) are dropped by `expire`.
+  after a goodbye) are dropped by `expire`. Methods taking `now` take it on
+  the monotonic clock (`store.monotonic()`).
 """
 
 from __future__ import annotations
@@ -50,18 +60,40 @@ class StoreFull(Exception):
     """A new host was refused because the store holds `max_hosts` hosts already."""
 
 
+class HostOwned(Exception):
+    """The host belongs to another site; `site` is its owner."""
+
+    def __init__(self, host: str, site: str):
+        super().__init__(f"host {host!r} belongs to site {site!r}; a report for another site cannot "
+                         f"replace it until it expires or the owner releases it")
+        self.site = site
+
+
+class TooFrequent(Exception):
+    """The host reported less than the minimum interval ago; `wait` is the seconds left."""
+
+    def __init__(self, host: str, elapsed: float, min_interval: float):
+        super().__init__(f"host {host!r} reported {elapsed:.3f} s ago; the minimum interval is {min_interval:g} s")
+        self.wait = min_interval - elapsed
+
+
 @dataclass(frozen=True)
 class HostEntry:
     host: str
     report: Report
-    received_at: float
+    received_at: float  # wall clock, for display and the exposition
     rendered: Rendered
-    raw: bytes  # the report as received (decompressed JSON), for snapshots and the status page
+    seen: float  # monotonic clock: what liveness, expiry and rate limits measure from
     cpu_used_ratio: Optional[float] = None  # busy share of all CPUs since the previous report
+    exempt_at: Optional[float] = None  # monotonic time of the last report let through inside the interval
 
     @property
     def interval(self) -> float:
         return self.report.agent.interval_seconds
+
+    @property
+    def site(self) -> str:
+        return self.report.site
 
 
 @dataclass(frozen=True)
@@ -71,10 +103,11 @@ class Liveness:
 
 
 class HostStore:
-    def __init__(self, *, clock: Callable[[], float] = time.time, missed_intervals: int = 3,
-                 expire_after: float = 86400.0, stopped_expire_after: float = 3600.0,
+    def __init__(self, *, clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 missed_intervals: int = 3, expire_after: float = 86400.0, stopped_expire_after: float = 3600.0,
                  max_hosts: int = 100_000):
         self.clock = clock
+        self.monotonic = monotonic
         self.missed_intervals = missed_intervals
         self.expire_after = expire_after
         self.stopped_expire_after = stopped_expire_after
@@ -83,74 +116,133 @@ class HostStore:
         self._hosts: Dict[str, HostEntry] = {}
         self._columns = Columns()
         self._live: Dict[Tuple[str, bool, str], Tuple[bytes, bytes]] = {}
+        self._live_lock = threading.Lock()
         self._history: Dict[str, Deque[Tuple[float, str]]] = {}
         self._rejections: Dict[str, Tuple[float, str, str]] = {}
 
-    def put(self, report: Report, raw: bytes, received_at: Optional[float] = None) -> HostEntry:
-        """Store `report` as its host's latest; raise StoreFull for a new host past the cap."""
+    def put(self, report: Report, received_at: Optional[float] = None, *, min_interval: float = 0.0) -> HostEntry:
+        """Store `report` as its host's latest; raise StoreFull, HostOwned or TooFrequent (changing nothing)."""
         received_at = self.clock() if received_at is None else received_at
+        seen = self.monotonic()
         with self._lock:
             previous = self._hosts.get(report.host)
-        entry = HostEntry(report.host, report, received_at, render_report(report, received_at), raw,
-                          cpu_used_ratio(previous.report if previous else None, report))
+            exempt_at = self._admit(report, previous, seen, min_interval)
+        entry = HostEntry(report.host, report, received_at, render_report(report, received_at), seen,
+                          cpu_used_ratio(previous.report if previous else None, report), exempt_at)
         with self._lock:
-            if report.host not in self._hosts and len(self._hosts) >= self.max_hosts:
+            current = self._hosts.get(report.host)
+            if current is not previous:  # another report of this host won the race: check against it
+                self._admit(report, current, seen, min_interval)
+            if current is None and len(self._hosts) >= self.max_hosts:
                 raise StoreFull(f"the collector holds its maximum of {self.max_hosts} hosts")
-            self._note_change(self._hosts.get(report.host), entry)
+            self._note_change(current, entry)
             self._hosts[report.host] = entry
             self._columns.set(report.host, entry.rendered)
         return entry
+
+    @staticmethod
+    def _admit(report: Report, previous: Optional[HostEntry], seen: float, min_interval: float) -> Optional[float]:
+        """Raise if `report` may not replace `previous`; the new entry's `exempt_at` otherwise."""
+        if previous is None:
+            return None
+        if previous.site != report.site:
+            raise HostOwned(report.host, previous.site)
+        elapsed = seen - previous.seen
+        if min_interval <= 0 or elapsed >= min_interval:
+            return previous.exempt_at
+        # A stop right after a report, or a start right after a stop, may come sooner: once per interval,
+        # so that alternating goodbyes cannot get around the limit.
+        if report.goodbye != previous.report.goodbye and (
+                previous.exempt_at is None or seen - previous.exempt_at >= min_interval):
+            return seen
+        raise TooFrequent(report.host, elapsed, min_interval)
+
+    def owner(self, host: str) -> Optional[str]:
+        """The site that owns `host`, or None when no site does."""
+        with self._lock:
+            entry = self._hosts.get(host)
+        return None if entry is None else entry.site
+
+    def release(self, host: str) -> bool:
+        """Forget `host` and its owner, so that another site may report it; False when unknown."""
+        with self._lock:
+            if host not in self._hosts:
+                return False
+            self._drop(host)
+        return True
+
+    def _drop(self, host: str) -> None:
+        del self._hosts[host]
+        self._columns.remove(host)
+        self._history.pop(host, None)
 
     def _note_change(self, previous: Optional[HostEntry], entry: HostEntry) -> None:
         """Record state changes for the status page: derived states change between reports too."""
         history = self._history.get(entry.host)
         if history is None:
             history = self._history[entry.host] = deque(maxlen=HISTORY_LENGTH)
-        new = self.liveness(entry, entry.received_at).state
+        new = self.liveness(entry, entry.seen).state
         if previous is None:
             if not history or history[-1][1] != new:
                 history.append((entry.received_at, new))
             return
-        before = self.liveness(previous, entry.received_at).state
+        before = self.liveness(previous, entry.seen).state
         if before == "stale":
-            went_stale = previous.received_at + self.missed_intervals * previous.interval
+            went_stale = entry.received_at - (entry.seen - self._stale_at(previous))
             if not history or history[-1][1] != "stale":
                 history.append((went_stale, "stale"))
         if not history or history[-1][1] != new:
             history.append((entry.received_at, new))
 
+    def _stale_at(self, entry: HostEntry) -> float:
+        return entry.seen + self.missed_intervals * entry.interval
+
     def history(self, host: str) -> List[Tuple[float, str]]:
-        """The host's last state changes, oldest first."""
+        """The host's last state changes, oldest first (wall-clock times)."""
         with self._lock:
             entry = self._hosts.get(host)
             changes = list(self._history.get(host, ()))
         if entry is not None:
-            now = self.clock()
-            live = self.liveness(entry, now).state
+            live = self.liveness(entry).state
             if live == "stale" and (not changes or changes[-1][1] != "stale"):
                 changes.append((entry.received_at + self.missed_intervals * entry.interval, "stale"))
         return changes
 
-    def note_rejection(self, host: str, reason: str, message: str, when: Optional[float] = None) -> None:
+    def note_rejection(self, host: str, site: Optional[str], reason: str, message: str,
+                       when: Optional[float] = None) -> bool:
+        """Remember why a report claiming `host` for `site` was refused, unless another site owns
+        `host` (None: the claim is unauthenticated, so only a host nobody owns gets the note)."""
         when = self.clock() if when is None else when
         with self._lock:
+            entry = self._hosts.get(host)
+            if entry is not None and (site is None or entry.site != site):
+                return False
             self._rejections.pop(host, None)
             self._rejections[host] = (when, reason, message)
             while len(self._rejections) > MAX_REJECTIONS_KEPT:
                 del self._rejections[next(iter(self._rejections))]
+        return True
 
     def last_rejection(self, host: str) -> Optional[Tuple[float, str, str]]:
         with self._lock:
             return self._rejections.get(host)
 
-    def restore(self, entries: List[HostEntry]) -> None:
-        """Put back entries read from a snapshot (at start, before serving)."""
-        with self._lock:
-            for entry in entries:
+    def restore(self, reports: List[Tuple[float, Report]]) -> int:
+        """Put back reports read from a snapshot (at start, before serving), each with the wall-clock
+        time it arrived. A time ahead of this clock (the clock was stepped back) counts as now."""
+        wall, mono = self.clock(), self.monotonic()
+        restored = 0
+        for received_at, report in reports:
+            received_at = min(received_at, wall)
+            entry = HostEntry(report.host, report, received_at, render_report(report, received_at),
+                              mono - (wall - received_at))
+            with self._lock:
                 current = self._hosts.get(entry.host)
                 if current is None or current.received_at < entry.received_at:
                     self._hosts[entry.host] = entry
                     self._columns.set(entry.host, entry.rendered)
+                    restored += current is None
+        return restored
 
     def get(self, host: str) -> Optional[HostEntry]:
         with self._lock:
@@ -166,32 +258,34 @@ class HostStore:
             return len(self._hosts)
 
     def liveness(self, entry: HostEntry, now: Optional[float] = None) -> Liveness:
-        now = self.clock() if now is None else now
+        now = self.monotonic() if now is None else now
         report = entry.report
         if report.goodbye:
             return Liveness(False, "stopped")
-        fresh = now - entry.received_at <= self.missed_intervals * entry.interval
+        fresh = now - entry.seen <= self.missed_intervals * entry.interval
         if report.capacity is not None and report.capacity.maintenance:
             return Liveness(fresh, "maintenance")
         return Liveness(fresh, "up" if fresh else "stale")
 
-    def expired(self, entry: HostEntry, now: float) -> bool:
+    def age(self, entry: HostEntry, now: Optional[float] = None) -> float:
+        """Seconds since the host's last report, on the monotonic clock."""
+        return max(0.0, (self.monotonic() if now is None else now) - entry.seen)
+
+    def expired(self, entry: HostEntry, now: Optional[float] = None) -> bool:
         limit = self.stopped_expire_after if entry.report.goodbye else self.expire_after
-        return now - entry.received_at > limit
+        return self.age(entry, now) > limit
 
     def expire(self, now: Optional[float] = None) -> List[str]:
         """Drop hosts silent past their expiry; return their names."""
-        now = self.clock() if now is None else now
+        now = self.monotonic() if now is None else now
         with self._lock:
             gone = [h for h, e in self._hosts.items() if self.expired(e, now)]
             for host in gone:
-                del self._hosts[host]
-                self._columns.remove(host)
-                self._history.pop(host, None)
+                self._drop(host)
         return gone
 
     def counts_by_state(self, now: Optional[float] = None) -> Dict[str, int]:
-        now = self.clock() if now is None else now
+        now = self.monotonic() if now is None else now
         counts = dict.fromkeys(HOST_STATES, 0)
         for entry in self.entries():
             counts[self.liveness(entry, now).state] += 1
@@ -199,27 +293,28 @@ class HostStore:
 
     def exposition(self, now: Optional[float] = None) -> List[List[bytes]]:
         """Columns of chunks for one scrape, live families included; expired hosts are dropped first."""
-        now = self.clock() if now is None else now
+        now = self.monotonic() if now is None else now
         self.expire(now)
         with self._lock:
             columns = self._columns.copy()
             entries = list(self._hosts.values())
-        cache = self._live
         ups, states = [], []
-        for entry in entries:
-            live = self.liveness(entry, now)
-            key = (entry.rendered.labels, live.up, live.state)
-            chunks = cache.get(key)
-            if chunks is None:
-                chunks = cache[key] = render_live(entry.rendered.labels, live.up, live.state)
-            ups.append(chunks[0])
-            states.append(chunks[1])
-        if len(cache) > 4 * len(entries) + 1024:
-            cache.clear()  # labels of hosts long gone; rebuilt on the next scrape
+        with self._live_lock:  # scrapes may overlap; the cache is theirs alone
+            cache = self._live
+            for entry in entries:
+                live = self.liveness(entry, now)
+                key = (entry.rendered.labels, live.up, live.state)
+                chunks = cache.get(key)
+                if chunks is None:
+                    chunks = cache[key] = render_live(entry.rendered.labels, live.up, live.state)
+                ups.append(chunks[0])
+                states.append(chunks[1])
+            if len(cache) > 4 * len(entries) + 1024:
+                cache.clear()  # labels of hosts long gone; rebuilt on the next scrape
         columns[LIVE_INDEX[0]], columns[LIVE_INDEX[1]] = ups, states
         return columns
 
     def live_view(self, now: Optional[float] = None) -> List[Tuple[HostEntry, Liveness]]:
         """Entries still within their expiry, with their liveness, for one scrape."""
-        now = self.clock() if now is None else now
+        now = self.monotonic() if now is None else now
         return [(e, self.liveness(e, now)) for e in self.entries() if not self.expired(e, now)]

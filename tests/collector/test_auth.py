@@ -96,7 +96,7 @@ def test_identify_raises_401_without_token() -> None:
 
 def test_min_report_interval_429_but_goodbye_passes() -> None:
     now = [1000.0]
-    store = HostStore(clock=lambda: now[0])
+    store = HostStore(clock=lambda: now[0], monotonic=lambda: now[0])
     a = Api(store, SelfMetrics(store, process_metrics=False), clock=lambda: now[0], min_report_interval=5.0)
     assert push(a).status == 200
     now[0] += 1

@@ -20,7 +20,7 @@ def good_doc() -> dict:
 
 
 def make_api(**edge) -> Api:
-    store = HostStore(clock=lambda: 1796083200.0)
+    store = HostStore(clock=lambda: 1796083200.0, monotonic=lambda: 1796083200.0)
     return Api(store, SelfMetrics(store, process_metrics=False), edge=EdgeLimits(**edge),
                clock=lambda: 1796083200.0)
 
@@ -153,7 +153,7 @@ def test_routes() -> None:
 
 def test_refusals_are_logged_once_a_minute_per_host(caplog) -> None:
     now = [1000.0]
-    store = HostStore(clock=lambda: now[0])
+    store = HostStore(clock=lambda: now[0], monotonic=lambda: now[0])
     api = Api(store, SelfMetrics(store, process_metrics=False), clock=lambda: now[0])
     bad = with_changes("readings.cpu.count", "eight")
     with caplog.at_level("WARNING", logger="collector.server"):
