@@ -18,10 +18,11 @@ import logging
 import logging.handlers
 import os
 import sys
+import sysconfig
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional, Protocol
+from typing import Any, Callable, List, Mapping, Optional, Protocol, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,31 @@ def quote_arg(arg: str) -> str:
     return "".join(out)
 
 
-def service_command_line(python: str, config: Path) -> str:
-    """What the SCM runs: this interpreter, the agent package, `service run`, the config file."""
-    return " ".join(quote_arg(a) for a in (python, "-m", "agent", "service", "run", "--config", str(config)))
+# Run by the base interpreter of a virtual environment: its own site-packages left out (-S), the
+# environment's added with its .pth files (pywin32's among them), then the agent's command line.
+VENV_BOOTSTRAP = "import site,sys;site.addsitedir(sys.argv[1]);from agent.cli import main;sys.exit(main(sys.argv[2:]))"
+
+
+def service_python(sys_module: Any = sys) -> Tuple[str, Optional[str]]:
+    """The interpreter the SCM should start, and the site-packages it must add (None: its own).
+
+    A virtual environment's python.exe on Windows is a launcher that starts the base interpreter
+    as a child process (Python 3.7.2+); the SCM then waits for a service in the launcher, which
+    never calls StartServiceCtrlDispatcher. So a venv's service runs the base interpreter itself.
+    """
+    base = getattr(sys_module, "_base_executable", None)
+    if sys_module.prefix == sys_module.base_prefix or not base or base == sys_module.executable:
+        return sys_module.executable, None
+    return base, sysconfig.get_paths(vars={"base": sys_module.prefix, "platbase": sys_module.prefix})["purelib"]
+
+
+def service_command_line(python: str, config: Path, site_dir: Optional[str] = None) -> str:
+    """What the SCM runs: the interpreter, the agent package, `service run`, the config file."""
+    if site_dir is None:
+        args = [python, "-m", "agent", "service", "run", "--config", str(config)]
+    else:
+        args = [python, "-E", "-S", "-c", VENV_BOOTSTRAP, site_dir, "service", "run", "--config", str(config)]
+    return " ".join(quote_arg(a) for a in args)
 
 
 @dataclass(frozen=True)
@@ -120,10 +143,15 @@ def windows_error(what: str, error: BaseException) -> ServiceError:
     return ServiceError(message + (f"; {hint}" if hint else ""))
 
 
-def service_command(argv: List[str], manager: ServiceManager, *, python: str = sys.executable,
-                    env: Mapping[str, str] = os.environ, out: Callable[[str], None] = print,
-                    run: Optional[Callable[[Path], int]] = None) -> int:
-    """`vdiwatch-agent service ACTION [--config PATH]`; returns the exit code."""
+def service_command(argv: List[str], manager: ServiceManager, *, python: Optional[str] = None,
+                    site_dir: Optional[str] = None, env: Mapping[str, str] = os.environ,
+                    out: Callable[[str], None] = print, run: Optional[Callable[[Path], int]] = None) -> int:
+    """`vdiwatch-agent service ACTION [--config PATH]`; returns the exit code.
+
+    `python` (default: `service_python()`) is the interpreter the service runs, with `site_dir`.
+    """
+    if python is None:
+        python, site_dir = service_python()
     if not argv or argv[0] not in ACTIONS:
         out(f"usage: vdiwatch-agent service {{{'|'.join(ACTIONS)}}} [--config PATH]")
         return EXIT_USAGE
@@ -151,7 +179,7 @@ def service_command(argv: List[str], manager: ServiceManager, *, python: str = s
                 raise ServiceError(f"{SERVICE_NAME} is installed already; `service remove` first to reinstall")
             if not config.is_file():
                 out(f"note: {config} does not exist yet; the agent uses its built-in defaults until it does")
-            manager.install(SERVICE_NAME, DISPLAY_NAME, DESCRIPTION, service_command_line(python, config))
+            manager.install(SERVICE_NAME, DISPLAY_NAME, DESCRIPTION, service_command_line(python, config, site_dir))
             out(f"installed {SERVICE_NAME} (automatic start, restarts on failure); "
                 f"start it with `vdiwatch-agent service start`")
             return EXIT_OK

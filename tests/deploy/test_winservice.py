@@ -328,3 +328,39 @@ def test_a_manager_that_lets_a_windows_error_through_still_gets_a_message() -> N
     code, text = run(["start"], scm)
     assert (code, text) == (1, "error: service start failed: StartService: Access is denied. (error 5); "
                                "run the command as Administrator")
+
+
+def test_a_venv_service_runs_the_base_interpreter_with_the_venv_packages(tmp_path) -> None:
+    """A venv's python.exe is a launcher: the SCM must start the base interpreter, which then needs
+    the venv's site-packages (and their .pth files) to find the agent and pywin32."""
+    import subprocess
+    import sys as real_sys
+    from types import SimpleNamespace
+
+    venv = SimpleNamespace(prefix=r"C:\Program Files\vdiwatch", base_prefix=r"C:\Python311",
+                           executable=r"C:\Program Files\vdiwatch\Scripts\python.exe",
+                           _base_executable=r"C:\Python311\python.exe")
+    python, site_dir = winservice.service_python(venv)
+    assert python == r"C:\Python311\python.exe"
+    assert site_dir is not None and site_dir.startswith(r"C:\Program Files\vdiwatch")
+    plain = SimpleNamespace(prefix=r"C:\Python311", base_prefix=r"C:\Python311",
+                            executable=r"C:\Python311\python.exe", _base_executable=r"C:\Python311\python.exe")
+    assert winservice.service_python(plain) == (r"C:\Python311\python.exe", None)
+
+    scm = FakeScm()
+    assert service_command(["install"], scm, python=python, site_dir=r"C:\Program Files\vdiwatch\Lib\site-packages",
+                           env=ENV, out=lambda _: None) == 0
+    line = scm.services["vdiwatch-agent"]["command"]
+    assert line.startswith(r"C:\Python311\python.exe -E -S -c ")
+    assert r'"C:\Program Files\vdiwatch\Lib\site-packages" service run --config C:\ProgramData' in line
+
+    # The bootstrap for real, here: this venv's base interpreter finds the agent only through it.
+    python, site_dir = winservice.service_python(real_sys)
+    if site_dir is None:
+        pytest.skip("the tests do not run in a virtual environment")
+    done = subprocess.run([python, "-E", "-S", "-c", winservice.VENV_BOOTSTRAP, site_dir, "--version"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("vdiwatch-agent "), done.stderr
+    without = subprocess.run([python, "-E", "-S", "-c", "import agent"], capture_output=True, cwd=tmp_path,
+                             timeout=60)
+    assert without.returncode != 0
