@@ -104,7 +104,8 @@ def os_release(name: Optional[str] = None) -> str:
 def _windows_release() -> str:  # pragma: no cover - Windows only
     import winreg
 
-    key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Windows NT\CurrentVersion")
+    key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Windows NT\CurrentVersion", 0,
+                         winreg.KEY_READ | winreg.KEY_WOW64_64KEY)  # not WOW6432Node from a 32-bit Python
     with key:
         product = str(winreg.QueryValueEx(key, "ProductName")[0])
     version = platform.version()  # "10.0.20348"

@@ -56,14 +56,14 @@ def _registry_int(value: Any) -> int:
         return 0
 
 
-def read_rds_logon_mode(winreg: Any = None) -> RdsLogonMode:  # pragma: no cover - Windows only
+def read_rds_logon_mode(winreg: Any = None) -> RdsLogonMode:
     """The registry values through `winreg` (injectable); a missing key or value means 0 (the default)."""
-    if winreg is None:
+    if winreg is None:  # pragma: no cover - Windows only
         import winreg
 
     def value(path: str, name: str) -> int:
-        try:
-            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path) as key:
+        try:  # the 64-bit view, also from a 32-bit Python (KEY_WOW64_64KEY)
+            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, path, 0, winreg.KEY_READ | winreg.KEY_WOW64_64KEY) as key:
                 return _registry_int(winreg.QueryValueEx(key, name)[0])
         except FileNotFoundError:
             return 0

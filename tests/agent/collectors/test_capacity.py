@@ -90,6 +90,7 @@ def test_linux_never_asks_a_registry() -> None:
 
 class FakeWinreg:
     HKEY_LOCAL_MACHINE = "HKLM"
+    KEY_READ, KEY_WOW64_64KEY = 0x20019, 0x0100
 
     def __init__(self, values: dict):
         self.values = values
@@ -104,7 +105,7 @@ class FakeWinreg:
         def __exit__(self, *exc: Any) -> None:
             return None
 
-    def OpenKey(self, root: str, path: str) -> "_Key":  # noqa: N802 - winreg's name
+    def OpenKey(self, root: str, path: str, reserved: int = 0, access: int = 0) -> "_Key":  # noqa: N802
         if not any(p == path for p, _ in self.values):
             raise FileNotFoundError(2, "The system cannot find the file specified")
         return self._Key(path)
