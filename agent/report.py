@@ -434,6 +434,12 @@ class _Checker:
         return value
 
 
+def canonical_host(name: str) -> str:
+    """Host names are case-insensitive and a trailing dot names the same host (RFC 4343, RFC 1034):
+    "VDA-01." and "vda-01" are one host, one series, one owner."""
+    return name.rstrip(".").lower()
+
+
 def printable_path(path: str) -> str:
     """A field path as an answer or a log line may show it: escaped and cut to MAX_PATH_CHARS."""
     shown = _UNPRINTABLE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", path[:MAX_PATH_CHARS])
@@ -492,6 +498,7 @@ def parse_report(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Report:
         c.fail("host", REASON_INVALID,
                "must be a host name: letters, digits, '.', '-' and '_', starting with a letter or digit")
         host = None
+    host = canonical_host(host) if host is not None else None
     site = c.text(top, "site", "")
     group = c.text(top, "delivery_group", "")
     timestamp = c.number(top, "timestamp_seconds", "", minimum=0.0, maximum=1e11)

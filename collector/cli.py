@@ -13,12 +13,12 @@ import ssl
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from agent.configfile import ConfigError
 from collector import __version__, snapshot
 from collector.auth import PushAuth, ScrapeAuth, hash_password, hash_token, new_token
-from collector.config import CollectorConfig, is_loopback, load_collector_config, parse_listen
+from collector.config import AuthSection, CollectorConfig, is_loopback, load_collector_config, parse_listen
 from collector.httpserver import HttpServer
 from collector.selfmetrics import SelfMetrics
 from collector.server import Api, EdgeLimits
@@ -93,10 +93,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
-    if not config.auth.tokens and not is_loopback(listen[0]) and not config.auth.insecure:
-        print(f"refusing to listen on {listen[0]} without push authentication: add [[auth.tokens]] "
-              "(see `vdiwatch-collector token`), or set insecure = true in [auth] to accept "
-              "reports from anyone who can reach the port", file=sys.stderr)
+    refusal = insecure_listen_refusal(config, listen[0])
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 2
     if args.check_config:
         print(f"{args.config or 'built-in defaults'}: OK")
@@ -116,7 +115,7 @@ def build_api(config: CollectorConfig) -> Api:
     edge = EdgeLimits(c.max_body_bytes, c.max_decompressed_bytes, c.max_json_depth)
     return Api(store, SelfMetrics(store), config.limits, edge,
                push_auth=PushAuth(a.tokens),
-               scrape_auth=ScrapeAuth(a.scrape_bearer_sha256, a.scrape_basic_user, a.scrape_basic_password_hash),
+               scrape_auth=scrape_auth_from(a),
                min_report_interval=c.min_report_interval)
 
 
@@ -145,7 +144,9 @@ def run(config: CollectorConfig, listen: tuple, config_path: Optional[str] = Non
     except (OSError, ssl.SSLError) as e:
         log.error("cannot load the TLS certificate or key: %s", getattr(e, "strerror", None) or e)
         return 1
-    server = HttpServer(api, listen[0], listen[1], request_timeout=config.collector.request_timeout, tls=tls)
+    c = config.collector
+    server = HttpServer(api, listen[0], listen[1], request_timeout=c.request_timeout, header_timeout=c.header_timeout,
+                        tls=tls, max_connections=c.max_connections, max_per_address=c.max_connections_per_address)
     try:
         return asyncio.run(_serve(api, server, config, config_path, snapshot_path, tls is not None))
     finally:
@@ -163,7 +164,7 @@ async def _serve(api: Api, server: HttpServer, config: CollectorConfig, config_p
         return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    current = [config]
+    configs = {"started": config, "running": config}
 
     def shut_down(name: str) -> None:
         log.info("received %s, finishing requests in flight", name)
@@ -173,7 +174,7 @@ async def _serve(api: Api, server: HttpServer, config: CollectorConfig, config_p
         _on_signal(loop, sig, lambda s=sig: shut_down(signal.Signals(s).name))
     if hasattr(signal, "SIGHUP"):
         _on_signal(loop, signal.SIGHUP,
-                   lambda: loop.run_in_executor(None, _reload, api, config_path, current))
+                   lambda: loop.run_in_executor(None, _reload, api, config_path, configs, server.host))
     background = [asyncio.ensure_future(_every(60.0, stop, lambda: _expire(api)))]
     if snapshot_path is not None:
         background.append(asyncio.ensure_future(
@@ -213,8 +214,40 @@ def _expire(api: Api) -> None:
         log.info("expired %d silent host(s)", len(gone))
 
 
-def _reload(api: Api, path: Optional[str], current: List[CollectorConfig]) -> None:
-    """Re-read the config and apply the token lists; keep everything as it was if the file is bad."""
+def scrape_auth_from(a: AuthSection) -> ScrapeAuth:
+    return ScrapeAuth(a.scrape_bearer_sha256, a.scrape_basic_user, a.scrape_basic_password_hash)
+
+
+def insecure_listen_refusal(config: CollectorConfig, listen_host: str) -> Optional[str]:
+    """Why `config` must not serve on `listen_host`, or None: the check at start and at every reload."""
+    if not config.auth.tokens and not is_loopback(listen_host) and not config.auth.insecure:
+        return (f"refusing to listen on {listen_host} without push authentication: add [[auth.tokens]] "
+                "(see `vdiwatch-collector token`), or set insecure = true in [auth] to accept "
+                "reports from anyone who can reach the port")
+    return None
+
+
+def reload_refusal(running: CollectorConfig, new: CollectorConfig, listen_host: str) -> Optional[str]:
+    """Why a reload to `new` is refused, or None. A reload may change who may push and scrape,
+    never open the door: turning push or scrape authentication off takes a restart."""
+    insecure = insecure_listen_refusal(new, listen_host)
+    if insecure:
+        return insecure
+    if running.auth.tokens and not new.auth.tokens:
+        return "the new configuration has no push tokens: turning push authentication off takes a restart"
+    if scrape_auth_from(running.auth).enabled and not scrape_auth_from(new.auth).enabled:
+        return "the new configuration has no scrape authentication: turning it off takes a restart"
+    return None
+
+
+def restart_needed(started: CollectorConfig, new: CollectorConfig) -> List[str]:
+    """Sections of `new` that differ from what the process started with (a reload applies only [auth])."""
+    return [name for name in ("collector", "limits", "tls") if getattr(started, name) != getattr(new, name)]
+
+
+def _reload(api: Api, path: Optional[str], configs: Dict[str, CollectorConfig], listen_host: str) -> None:
+    """Re-read the config and apply [auth]; keep everything as it was if the file is bad or the
+    change would weaken security. `configs` holds the one the process started with and the running one."""
     if path is None:
         log.warning("SIGHUP: no config file to reload (running on built-in defaults)")
         return
@@ -223,16 +256,18 @@ def _reload(api: Api, path: Optional[str], current: List[CollectorConfig]) -> No
     except ConfigError as e:
         log.error("SIGHUP: %s; keeping the running configuration", e.render().replace("\n", " "))
         return
+    refusal = reload_refusal(configs["running"], new, listen_host)
+    if refusal:
+        log.error("SIGHUP: %s: %s; keeping the running configuration", path, refusal)
+        return
     a = new.auth
-    api.push_auth = PushAuth(a.tokens)
-    api.scrape_auth = ScrapeAuth(a.scrape_bearer_sha256, a.scrape_basic_user, a.scrape_basic_password_hash)
-    old = current[0]
-    need_restart = [name for name in ("collector", "limits", "tls") if getattr(old, name) != getattr(new, name)]
-    current[0] = new
+    api.use_auth(PushAuth(a.tokens), scrape_auth_from(a))
+    configs["running"] = new
     log.info("SIGHUP: reloaded %s: %d push token(s), scrape authentication %s", path, len(a.tokens),
              "on" if api.scrape_auth.enabled else "off")
-    if need_restart:
-        log.warning("SIGHUP: changes to [%s] take effect only after a restart", "], [".join(need_restart))
+    pending = restart_needed(configs["started"], new)
+    if pending:
+        log.warning("SIGHUP: changes to [%s] take effect only after a restart", "], [".join(pending))
 
 
 def _write_snapshot(api: Api, path: Path) -> None:

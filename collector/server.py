@@ -16,6 +16,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qs, unquote
 
@@ -25,6 +26,7 @@ from agent.report import (
     Limits,
     Problem,
     ReportError,
+    canonical_host,
     parse_report,
     report_to_doc,
     report_to_json,
@@ -98,6 +100,22 @@ def json_response(status: int, doc: Any, headers: Optional[Dict[str, str]] = Non
                     headers=headers or {})
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: its answer, whether it needs scrape credentials, whether it renders in a thread."""
+
+    answer: Callable[[], Response]
+    protected: bool = False
+    slow: bool = False  # rendering takes long enough to run off the event loop (every host is read)
+
+
+def auth_refusal(e: AuthError) -> Response:
+    """401 with a challenge; 503 with Retry-After when password checks are saturated."""
+    headers = {"WWW-Authenticate": 'Basic realm="vdiwatch", charset="UTF-8"'} if e.status == 401 \
+        else {"Retry-After": "1"}
+    return json_response(e.status, {"error": e.message, "reason": e.reason}, headers)
+
+
 class Api:
     def __init__(self, store: HostStore, metrics: SelfMetrics, limits: Limits = Limits(),
                  edge: EdgeLimits = EdgeLimits(), clock: Callable[[], float] = time.time,
@@ -118,6 +136,10 @@ class Api:
         self._log_lines = 0
         self._log_suppressed = 0
         self._log_lock = threading.Lock()
+
+    def use_auth(self, push_auth: PushAuth, scrape_auth: ScrapeAuth) -> None:
+        """Replace who may push and scrape (a reload); requests in flight finish with the old ones."""
+        self.push_auth, self.scrape_auth = push_auth, scrape_auth
 
     def handle(self, request: Request) -> Response:
         """Route, check scrape credentials, answer, all in the calling thread (tests, callers off the loop).
@@ -140,7 +162,8 @@ class Api:
                 return Route(partial(json_response, 405, {"error": "method not allowed: use POST"}, {"Allow": "POST"}))
             return Route(partial(self.post_report, request))
         if request.method == "DELETE" and path.startswith(HOSTS_API) and len(path) > len(HOSTS_API):
-            return Route(partial(self.release_host, request, unquote(path[len(HOSTS_API):])))  # push-token authorised
+            host = canonical_host(unquote(path[len(HOSTS_API):]))
+            return Route(partial(self.release_host, request, host))  # push-token authorised
         if request.method not in ("GET", "HEAD"):
             return Route(partial(json_response, 405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"}))
         if path == "/healthz":
@@ -154,7 +177,7 @@ class Api:
             return Route(partial(self.hosts_api, query), protected=True, slow=True)
         for prefix, handler in (("/hosts/", self.host_page), ("/api/v1/hosts/", self.host_api)):
             if path.startswith(prefix) and len(path) > len(prefix):
-                return Route(partial(handler, unquote(path[len(prefix):])), protected=True)
+                return Route(partial(handler, canonical_host(unquote(path[len(prefix):]))), protected=True)
         return Route(partial(json_response, 404, {"error": f"not found: {path}"}))
 
     # -- status page and hosts API -------------------------------------------
@@ -380,6 +403,7 @@ def _claim(doc: Any) -> Optional[Tuple[str, Optional[str]]]:
     host, site = doc.get("host"), doc.get("site")
     if not isinstance(host, str) or len(host) > 253 or not HOST_NAME_RE.match(host):
         return None
+    host = canonical_host(host)
     if not isinstance(site, str) or len(site) > 128 or CONTROL_RE.search(site) or not site:
         site = None
     return host, site

@@ -86,6 +86,7 @@ class HostEntry:
     seen: float  # monotonic clock: what liveness, expiry and rate limits measure from
     cpu_used_ratio: Optional[float] = None  # busy share of all CPUs since the previous report
     exempt_at: Optional[float] = None  # monotonic time of the last report let through inside the interval
+    restored: bool = False  # from a snapshot: its time is an estimate, no reason to make the agent wait
 
     @property
     def interval(self) -> float:
@@ -148,7 +149,7 @@ class HostStore:
         if previous.site != report.site:
             raise HostOwned(report.host, previous.site)
         elapsed = seen - previous.seen
-        if min_interval <= 0 or elapsed >= min_interval:
+        if min_interval <= 0 or elapsed >= min_interval or previous.restored:
             return previous.exempt_at
         # A stop right after a report, or a start right after a stop, may come sooner: once per interval,
         # so that alternating goodbyes cannot get around the limit.
@@ -235,7 +236,7 @@ class HostStore:
         for received_at, report in reports:
             received_at = min(received_at, wall)
             entry = HostEntry(report.host, report, received_at, render_report(report, received_at),
-                              mono - (wall - received_at))
+                              mono - (wall - received_at), restored=True)
             with self._lock:
                 current = self._hosts.get(entry.host)
                 if current is None or current.received_at < entry.received_at:

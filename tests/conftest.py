@@ -118,6 +118,9 @@ class CollectorProcess:
         r.raise_for_status()
         return r.text
 
+    def get(self, path: str, headers: Optional[dict] = None) -> requests.Response:
+        return requests.get(f"{self.url}{path}", headers=headers or {}, timeout=10)
+
     def post(self, body: bytes, headers: Optional[dict] = None) -> requests.Response:
         h = {"Content-Type": "application/json"}
         h.update(headers or {})

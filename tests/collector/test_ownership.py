@@ -201,3 +201,14 @@ def test_lone_surrogates_and_control_characters_get_a_400_not_a_500() -> None:
     assert response.status == 400
     assert api.handle(Request("GET", "/hosts/vda-win-01")).status == 404
     assert api.handle(Request("GET", "/")).status == 200
+
+
+def test_host_names_differing_in_case_or_a_trailing_dot_are_one_host() -> None:
+    clock = Clock()
+    api = make_api(clock)
+    assert push(api, CITY_HALL, host="VDA-WIN-01.").status == 200
+    clock.now += 5
+    assert push(api, CITY_HALL, host="vda-win-01").status == 200
+    assert [e.host for e in api.store.entries()] == ["vda-win-01"]
+    assert host_api(api, "Vda-Win-01")["host"]["host"] == "vda-win-01"
+    assert push(api, HARBOR, site="Harbor", host="Vda-Win-01.").status == 409
