@@ -212,3 +212,20 @@ def test_host_names_differing_in_case_or_a_trailing_dot_are_one_host() -> None:
     assert [e.host for e in api.store.entries()] == ["vda-win-01"]
     assert host_api(api, "Vda-Win-01")["host"]["host"] == "vda-win-01"
     assert push(api, HARBOR, site="Harbor", host="Vda-Win-01.").status == 409
+
+
+def test_refusals_under_ever_new_host_names_cannot_flood_the_log(caplog) -> None:
+    clock = Clock()
+    api = make_api(clock)
+    with caplog.at_level("WARNING", logger="collector.server"):
+        for i in range(500):
+            assert push(api, CITY_HALL, host=f"vda-{i}", agent="broken").status == 400
+    refusals = [r for r in caplog.records if "refused a report" in r.getMessage()]
+    assert len(refusals) == 20  # LOG_BUDGET
+    clock.now += 61
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="collector.server"):
+        assert push(api, CITY_HALL, host="vda-next", agent="broken").status == 400
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0].startswith("480 more refused report(s) in the last minute were not logged")
+    assert "vda-next" in messages[1]
