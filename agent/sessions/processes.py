@@ -3,8 +3,11 @@
 On a multi-session host the question is whether the users or the machine
 (agents, scanners, updates) eat the CPU. Each process is placed in a session:
 
-- Windows: ProcessIdToSessionId; session 0 is system, any other session user
-  (including the per-session csrss, winlogon and dwm: the cost of a session).
+- Windows: WTSEnumerateProcessesExW, every process's session in one call at
+  the start of each snapshot (it opens no process, so the protected per-session
+  csrss.exe is placed too); ProcessIdToSessionId for a process that started
+  since. Session 0 is system, any other session user (including the
+  per-session csrss, winlogon and dwm: the cost of a session).
 - Linux: the logind session of the process, from its cgroup (.../session-<id>.scope)
   or its audit session id (/proc/<pid>/sessionid = the session's AUDIT=);
   failing both, a process of a uid >= 1000 whose user has a session is user
@@ -90,12 +93,43 @@ class LinuxLocator:
         return Place(audit=audit) if 0 < audit < NO_AUDIT_SESSION else NOWHERE
 
 
-def windows_locator(api: Any) -> Callable[[int], Place]:
-    """A locator calling `api.process_session_id(pid)` (WtsApi or a fake)."""
-    def locate(pid: int) -> Place:
-        sid = api.process_session_id(pid)
+class WindowsLocator:
+    """Places processes by session from `api` (WtsApi or a fake).
+
+    `begin()` (called by the grouper once per snapshot) reads every process's session with
+    `api.process_sessions()`; a pid missing from it (started since) and an API without that
+    call fall back to `api.process_session_id(pid)`, which Windows refuses for protected
+    processes. If the one call fails, the snapshot falls back entirely (logged once).
+    """
+
+    def __init__(self, api: Any):
+        self.api = api
+        self._sessions: Dict[int, int] = {}
+        self._failing = False
+
+    def begin(self) -> None:
+        self._sessions = {}
+        if not hasattr(self.api, "process_sessions"):
+            return
+        try:
+            self._sessions = self.api.process_sessions()
+        except OSError as e:
+            if not self._failing:
+                log.warning("cannot list the sessions of all processes, asking one by one: %s", e)
+            self._failing = True
+            return
+        self._failing = False
+
+    def __call__(self, pid: int) -> Place:
+        sid = self._sessions.get(pid)
+        if sid is None:
+            sid = self.api.process_session_id(pid)
         return Place(session=str(sid)) if sid is not None else NOWHERE
-    return locate
+
+
+def windows_locator(api: Any) -> WindowsLocator:
+    """The Windows locator for `api` (kept as a function for the collector that builds it)."""
+    return WindowsLocator(api)
 
 
 def no_locator(pid: int) -> Place:
@@ -256,6 +290,9 @@ class ProcessGrouper:
         user_memory: Dict[str, float] = {}
         cpu_now: Dict[Tuple[int, Optional[float]], float] = {}
         denied = 0
+        begin = getattr(self.locate, "begin", None)  # a locator that reads all places at once
+        if begin is not None:
+            begin()
         for info in self._iter():
             pid = info.get("pid")
             if not pid:

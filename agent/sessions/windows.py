@@ -7,18 +7,25 @@ are pure functions of those records, tested on Linux with a fake API fed
 from tests/fixtures/sessions/wts_*.json. ctypes.WinDLL is touched only on the
 first call, so this module imports anywhere.
 
-To record a real host in the fixture format (then anonymize the names):
+The structures are declared once, at module level, with fixed-width types
+(UTF-16 code units as c_uint16, pointers as c_void_p), so that their x64
+layout is the same on Linux and is checked there against Windows' own
+headers (tests/windows/test_layouts.py).
+
+To record a real host in the fixture format (then anonymize the names; the
+`raw` WTSINFOW buffers hold names too):
 
     python -m agent.sessions.windows > wts_<name>.json
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.sessions.model import Session
 from agent.sessions.states import OTHER, WTS_CONNECTED, WTS_LISTEN, wts_state, wts_state_name
@@ -29,19 +36,71 @@ log = logging.getLogger(__name__)
 FILETIME_UNIX_EPOCH = 116444736000000000
 FILETIME_PER_SECOND = 10_000_000
 
-# WTSClientProtocolType values.
-WTS_PROTOCOL_CONSOLE = 0
-WTS_PROTOCOL_ICA = 1  # kept by Microsoft "for legacy purposes"; older Citrix VDAs report it
+# WTSClientProtocolType values (WTS_INFO_CLASS documentation, Microsoft Learn).
+WTS_PROTOCOL_CONSOLE = 0  # also what HDX sessions of a desktop-OS (single-session) VDA report
+WTS_PROTOCOL_ICA = 1  # "retained for legacy purposes"
 WTS_PROTOCOL_RDP = 2
 
 # WTS_INFO_CLASS values used here.
 WTS_CLIENT_NAME = 10
 WTS_CLIENT_PROTOCOL_TYPE = 16
 WTS_SESSION_INFO = 24
-WTS_TYPE_SESSION_INFO_LEVEL1 = 2  # WTS_TYPE_CLASS for WTSFreeMemoryExW
+# WTS_TYPE_CLASS, for WTSFreeMemoryExW.
+WTS_TYPE_PROCESS_INFO_LEVEL0 = 0
+WTS_TYPE_SESSION_INFO_LEVEL1 = 2
+WTS_ANY_SESSION = 0xFFFFFFFE  # ((DWORD)-2): every session, for WTSEnumerateProcessesExW
+
+# WF_PROTOCOL, from Citrix's WFAPI.H (the VDA's wfapi64.dll / wfapi.dll).
+WF_PROTOCOL_NONE, WF_PROTOCOL_ICA, WF_PROTOCOL_RDP = 0, 1, 2
 
 SERVICES_SESSION_ID = 0
 FIRST_LISTENER_ID = 65536  # listeners get ids from 65536 up
+
+# wtsapi32.h lengths, in UTF-16 code units.
+WINSTATIONNAME_LENGTH = 32
+DOMAIN_LENGTH = 17
+USERNAME_LENGTH = 20
+
+_DWORD = ctypes.c_uint32
+_WCHAR = ctypes.c_uint16  # one UTF-16 code unit; ctypes.c_wchar is 4 bytes on Linux
+_LPWSTR = ctypes.c_void_p  # read with ctypes.wstring_at on Windows
+_LARGE_INTEGER = ctypes.c_int64
+
+
+class WTS_SESSION_INFO_1W(ctypes.Structure):  # noqa: N801 - wtsapi32.h's names
+    _fields_ = [("ExecEnvId", _DWORD), ("State", ctypes.c_int32), ("SessionId", _DWORD),
+                ("pSessionName", _LPWSTR), ("pHostName", _LPWSTR), ("pUserName", _LPWSTR),
+                ("pDomainName", _LPWSTR), ("pFarmName", _LPWSTR)]
+
+
+class WTSINFOW(ctypes.Structure):
+    _fields_ = [("State", ctypes.c_int32), ("SessionId", _DWORD),
+                ("IncomingBytes", _DWORD), ("OutgoingBytes", _DWORD),
+                ("IncomingFrames", _DWORD), ("OutgoingFrames", _DWORD),
+                ("IncomingCompressedBytes", _DWORD), ("OutgoingCompressedBytes", _DWORD),
+                ("WinStationName", _WCHAR * WINSTATIONNAME_LENGTH),
+                ("Domain", _WCHAR * DOMAIN_LENGTH),
+                ("UserName", _WCHAR * (USERNAME_LENGTH + 1)),
+                ("ConnectTime", _LARGE_INTEGER), ("DisconnectTime", _LARGE_INTEGER),
+                ("LastInputTime", _LARGE_INTEGER), ("LogonTime", _LARGE_INTEGER),
+                ("CurrentTime", _LARGE_INTEGER)]
+
+
+class WTS_PROCESS_INFOW(ctypes.Structure):  # noqa: N801
+    _fields_ = [("SessionId", _DWORD), ("ProcessId", _DWORD), ("pProcessName", _LPWSTR), ("pUserSid", ctypes.c_void_p)]
+
+
+STRUCTS = (WTS_SESSION_INFO_1W, WTSINFOW, WTS_PROCESS_INFOW)
+
+
+def utf16_field(units: Any) -> str:
+    """A fixed-length WCHAR array as text, up to its first NUL.
+
+    >>> utf16_field((ctypes.c_uint16 * 8)(*map(ord, "RDP-Tcp")))
+    'RDP-Tcp'
+    """
+    raw = bytes(memoryview(units).cast("B"))
+    return raw.decode("utf-16-le", errors="replace").split("\0", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -77,6 +136,19 @@ class WtsSessionInfo:
     current_time: int = 0
 
 
+def parse_wtsinfo(raw: bytes) -> WtsSessionInfo:
+    """A WtsSessionInfo from the bytes of a WTSINFOW (what WTSQuerySessionInformationW(WTSSessionInfo)
+    returns), so that the layout is exercised on any OS; ValueError when the buffer is too short."""
+    if len(raw) < ctypes.sizeof(WTSINFOW):
+        raise ValueError(f"a WTSINFOW is {ctypes.sizeof(WTSINFOW)} bytes, got {len(raw)}")
+    i = WTSINFOW.from_buffer_copy(raw[:ctypes.sizeof(WTSINFOW)])
+    return WtsSessionInfo(state=int(i.State), session_id=int(i.SessionId),
+                          win_station_name=utf16_field(i.WinStationName), domain=utf16_field(i.Domain),
+                          user_name=utf16_field(i.UserName), connect_time=int(i.ConnectTime),
+                          disconnect_time=int(i.DisconnectTime), last_input_time=int(i.LastInputTime),
+                          logon_time=int(i.LogonTime), current_time=int(i.CurrentTime))
+
+
 def filetime_to_unix(filetime: int) -> Optional[float]:
     """Unix seconds for a FILETIME; None for 0 (never) or a time before 1970.
 
@@ -89,8 +161,14 @@ def filetime_to_unix(filetime: int) -> Optional[float]:
 
 
 def idle_seconds(info: WtsSessionInfo) -> Optional[float]:
-    """Seconds since the last input, from the server's own CurrentTime (no clock skew with the agent)."""
-    if not info.last_input_time or not info.current_time:
+    """Seconds since the last input, from the server's own CurrentTime (no clock skew with the agent).
+
+    None (unknown) when either time is missing, or when LastInputTime equals CurrentTime to the
+    100 ns: Windows reports that for the console session, which "cannot go idle", whatever its
+    user does (so do desktop-OS VDAs, whose HDX session is the console). Unknown keeps such a
+    session active instead of claiming input at this very instant.
+    """
+    if not info.last_input_time or not info.current_time or info.last_input_time == info.current_time:
         return None
     return max(0.0, (info.current_time - info.last_input_time) / FILETIME_PER_SECOND)
 
@@ -115,10 +193,11 @@ def skip_reason(entry: WtsSessionEntry) -> Optional[str]:
 def protocol_of(session_name: str, protocol_type: Optional[int], remembered: Optional[str] = None) -> str:
     """The report protocol of a WTS session, from its WinStation name and client protocol type.
 
-    Citrix HDX sessions are "ICA-CGP#n"/"ICA-TCP#n" on current VDAs (which may
-    report protocol type 2) and protocol type 1 on older ones: either makes
-    `ica`. A disconnected session loses its name; it keeps the protocol seen
-    while it was connected (`remembered`), else it is `other`.
+    Citrix HDX sessions of a multi-session VDA are named "ICA-CGP#n"/"ICA-TCP#n";
+    protocol type 1 (ICA) makes `ica` too: that is what older VDAs report, and
+    what WindowsSource substitutes when Citrix's WFAPI says a "console" session
+    of a desktop-OS VDA is ICA. A disconnected session loses its name; it keeps
+    the protocol seen while it was connected (`remembered`), else it is `other`.
     """
     name = session_name.lower()
     if name.startswith("ica-") or protocol_type == WTS_PROTOCOL_ICA:
@@ -166,12 +245,19 @@ def session_from_wts(entry: WtsSessionEntry, info: Optional[WtsSessionInfo], pro
 
 
 class WindowsSource:
-    """Sessions from the WTS API (`api`: a WtsApi, or a fake with the same methods)."""
+    """Sessions from the WTS API (`api`: a WtsApi, or a fake with the same methods).
+
+    `citrix` answers `active_protocol(session_id)` (CitrixWfApi, or a fake); it is asked only
+    about sessions that report protocol type 0 (console), which is how a desktop-OS VDA shows
+    its HDX session. With a real WtsApi it defaults to CitrixWfApi(), which changes nothing
+    where no Citrix VDA is installed.
+    """
 
     name = "windows"
 
-    def __init__(self, api: Any):
+    def __init__(self, api: Any, citrix: Optional[Any] = None):
         self.api = api
+        self.citrix = citrix if citrix is not None or not isinstance(api, WtsApi) else CitrixWfApi()
         self._protocols: Dict[Tuple[str, Optional[float]], str] = {}
 
     def snapshot(self) -> List[Session]:
@@ -186,6 +272,9 @@ class WindowsSource:
             except OSError as e:  # the session ended between enumeration and query
                 log.debug("session %s vanished while being read: %s", entry.session_id, e)
                 continue
+            if protocol_type == WTS_PROTOCOL_CONSOLE and self.citrix is not None \
+                    and self.citrix.active_protocol(entry.session_id) == WF_PROTOCOL_ICA:
+                protocol_type = WTS_PROTOCOL_ICA
             key = (str(entry.session_id), filetime_to_unix(info.logon_time))
             session = session_from_wts(entry, info, protocol_type, self._protocols.get(key))
             if session is None:
@@ -206,33 +295,19 @@ class WtsApi:
     def _load(self) -> Any:  # pragma: no cover - Windows only
         if self._lib is not None:
             return self._lib
-        import ctypes
         from ctypes import wintypes
 
-        class WTS_SESSION_INFO_1W(ctypes.Structure):  # noqa: N801 - the API's name
-            _fields_ = [("ExecEnvId", wintypes.DWORD), ("State", ctypes.c_int), ("SessionId", wintypes.DWORD),
-                        ("pSessionName", wintypes.LPWSTR), ("pHostName", wintypes.LPWSTR),
-                        ("pUserName", wintypes.LPWSTR), ("pDomainName", wintypes.LPWSTR),
-                        ("pFarmName", wintypes.LPWSTR)]
-
-        class WTSINFOW(ctypes.Structure):
-            _fields_ = [("State", ctypes.c_int), ("SessionId", wintypes.DWORD),
-                        ("IncomingBytes", wintypes.DWORD), ("OutgoingBytes", wintypes.DWORD),
-                        ("IncomingFrames", wintypes.DWORD), ("OutgoingFrames", wintypes.DWORD),
-                        ("IncomingCompressedBytes", wintypes.DWORD), ("OutgoingCompressedBytes", wintypes.DWORD),
-                        ("WinStationName", wintypes.WCHAR * 32),  # WINSTATIONNAME_LENGTH
-                        ("Domain", wintypes.WCHAR * 17),  # DOMAIN_LENGTH + 1
-                        ("UserName", wintypes.WCHAR * 21),  # USERNAME_LENGTH + 1
-                        ("ConnectTime", ctypes.c_longlong), ("DisconnectTime", ctypes.c_longlong),
-                        ("LastInputTime", ctypes.c_longlong), ("LogonTime", ctypes.c_longlong),
-                        ("CurrentTime", ctypes.c_longlong)]
-
-        wts = ctypes.WinDLL("wtsapi32", use_last_error=True)
-        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        windll = ctypes.WinDLL  # absent off Windows: AttributeError, as before
+        wts = windll("wtsapi32", use_last_error=True)
+        kernel32 = windll("kernel32", use_last_error=True)
         wts.WTSEnumerateSessionsExW.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD), wintypes.DWORD,
                                                 ctypes.POINTER(ctypes.POINTER(WTS_SESSION_INFO_1W)),
                                                 ctypes.POINTER(wintypes.DWORD)]
         wts.WTSEnumerateSessionsExW.restype = wintypes.BOOL
+        wts.WTSEnumerateProcessesExW.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD), wintypes.DWORD,
+                                                 ctypes.POINTER(ctypes.POINTER(WTS_PROCESS_INFOW)),
+                                                 ctypes.POINTER(wintypes.DWORD)]
+        wts.WTSEnumerateProcessesExW.restype = wintypes.BOOL
         wts.WTSFreeMemoryExW.argtypes = [ctypes.c_int, ctypes.c_void_p, wintypes.ULONG]
         wts.WTSFreeMemoryExW.restype = wintypes.BOOL
         wts.WTSQuerySessionInformationW.argtypes = [wintypes.HANDLE, wintypes.DWORD, ctypes.c_int,
@@ -242,33 +317,33 @@ class WtsApi:
         wts.WTSFreeMemory.restype = None
         kernel32.ProcessIdToSessionId.argtypes = [wintypes.DWORD, ctypes.POINTER(wintypes.DWORD)]
         kernel32.ProcessIdToSessionId.restype = wintypes.BOOL
-        self._lib = (ctypes, wintypes, wts, kernel32, WTS_SESSION_INFO_1W, WTSINFOW)
+        self._lib = (wintypes, wts, kernel32)
         return self._lib
 
     def _error(self, what: str) -> OSError:  # pragma: no cover - Windows only
-        import ctypes
-
-        err = ctypes.get_last_error()
-        return OSError(err, f"{what} failed: {ctypes.FormatError(err).strip()}")
+        get_last_error = ctypes.get_last_error
+        format_error = ctypes.FormatError
+        err = get_last_error()
+        return OSError(err, f"{what} failed: {format_error(err).strip()}")
 
     def enumerate_sessions(self) -> List[WtsSessionEntry]:  # pragma: no cover - Windows only
-        ctypes, wintypes, wts, _, info_1w, _ = self._load()
+        wintypes, wts, _ = self._load()
         level = wintypes.DWORD(1)
-        buffer = ctypes.POINTER(info_1w)()
+        buffer = ctypes.POINTER(WTS_SESSION_INFO_1W)()
         count = wintypes.DWORD(0)
         if not wts.WTSEnumerateSessionsExW(None, ctypes.byref(level), 0, ctypes.byref(buffer), ctypes.byref(count)):
             raise self._error("WTSEnumerateSessionsExW")
         try:
             return [WtsSessionEntry(session_id=int(e.SessionId), state=int(e.State),
-                                    session_name=e.pSessionName or "", user_name=e.pUserName or "",
-                                    domain_name=e.pDomainName or "", host_name=e.pHostName or "",
-                                    farm_name=e.pFarmName or "")
+                                    session_name=_wstring(e.pSessionName), user_name=_wstring(e.pUserName),
+                                    domain_name=_wstring(e.pDomainName), host_name=_wstring(e.pHostName),
+                                    farm_name=_wstring(e.pFarmName))
                     for e in (buffer[i] for i in range(count.value))]
         finally:
             wts.WTSFreeMemoryExW(WTS_TYPE_SESSION_INFO_LEVEL1, buffer, count.value)
 
-    def _query(self, session_id: int, info_class: int, convert: Any) -> Any:  # pragma: no cover - Windows only
-        ctypes, wintypes, wts, _, _, _ = self._load()
+    def _query(self, session_id: int, info_class: int, convert: Callable[[Any, int], Any]) -> Any:  # pragma: no cover
+        wintypes, wts, _ = self._load()
         buffer = ctypes.c_void_p()
         size = wintypes.DWORD(0)
         if not wts.WTSQuerySessionInformationW(None, session_id, info_class, ctypes.byref(buffer),
@@ -279,38 +354,90 @@ class WtsApi:
         finally:
             wts.WTSFreeMemory(buffer)
 
-    def session_info(self, session_id: int) -> WtsSessionInfo:  # pragma: no cover - Windows only
-        ctypes, _, _, _, _, wtsinfo = self._load()
+    def session_info_raw(self, session_id: int) -> bytes:  # pragma: no cover - Windows only
+        """The WTSINFOW buffer as Windows returned it (for parse_wtsinfo, and for recordings)."""
+        return self._query(session_id, WTS_SESSION_INFO, lambda buffer, size: ctypes.string_at(buffer, size))
 
-        def convert(buffer: Any, size: int) -> WtsSessionInfo:
-            if size < ctypes.sizeof(wtsinfo):
-                raise OSError(0, f"WTSSessionInfo for session {session_id}: {size} bytes, too short")
-            i = ctypes.cast(buffer, ctypes.POINTER(wtsinfo)).contents
-            return WtsSessionInfo(state=int(i.State), session_id=int(i.SessionId),
-                                  win_station_name=i.WinStationName, domain=i.Domain, user_name=i.UserName,
-                                  connect_time=int(i.ConnectTime), disconnect_time=int(i.DisconnectTime),
-                                  last_input_time=int(i.LastInputTime), logon_time=int(i.LogonTime),
-                                  current_time=int(i.CurrentTime))
-        return self._query(session_id, WTS_SESSION_INFO, convert)
+    def session_info(self, session_id: int) -> WtsSessionInfo:  # pragma: no cover - Windows only
+        try:
+            return parse_wtsinfo(self.session_info_raw(session_id))
+        except ValueError as e:
+            raise OSError(0, f"WTSSessionInfo for session {session_id}: {e}") from None
 
     def client_protocol_type(self, session_id: int) -> int:  # pragma: no cover - Windows only
-        ctypes, _, _, _, _, _ = self._load()
         ushort = ctypes.POINTER(ctypes.c_ushort)
         return self._query(session_id, WTS_CLIENT_PROTOCOL_TYPE,
                            lambda buffer, size: int(ctypes.cast(buffer, ushort).contents.value))
 
     def client_name(self, session_id: int) -> str:  # pragma: no cover - Windows only
         """The client device's name. Not reported: a device name often names its owner."""
-        ctypes, _, _, _, _, _ = self._load()
-        return self._query(session_id, WTS_CLIENT_NAME, lambda buffer, size: ctypes.wstring_at(buffer) or "")
+        return self._query(session_id, WTS_CLIENT_NAME, lambda buffer, size: _wstring(buffer.value))
+
+    def process_sessions(self) -> Dict[int, int]:  # pragma: no cover - Windows only
+        """{pid: session id} for every process, in one call (WTSEnumerateProcessesExW, level 0).
+
+        Unlike ProcessIdToSessionId it opens no process, so protected processes (each session's
+        csrss.exe) are placed too; the caller must be an administrator (the service is LocalSystem).
+        """
+        wintypes, wts, _ = self._load()
+        level = wintypes.DWORD(0)
+        buffer = ctypes.POINTER(WTS_PROCESS_INFOW)()
+        count = wintypes.DWORD(0)
+        if not wts.WTSEnumerateProcessesExW(None, ctypes.byref(level), WTS_ANY_SESSION, ctypes.byref(buffer),
+                                            ctypes.byref(count)):
+            raise self._error("WTSEnumerateProcessesExW")
+        try:
+            return {int(p.ProcessId): int(p.SessionId) for p in (buffer[i] for i in range(count.value))}
+        finally:
+            wts.WTSFreeMemoryExW(WTS_TYPE_PROCESS_INFO_LEVEL0, buffer, count.value)
 
     def process_session_id(self, pid: int) -> Optional[int]:  # pragma: no cover - Windows only
         """The session a process runs in; None when Windows does not tell (protected or exited process)."""
-        ctypes, wintypes, _, kernel32, _, _ = self._load()
+        wintypes, _, kernel32 = self._load()
         session = wintypes.DWORD(0)
         if not kernel32.ProcessIdToSessionId(pid, ctypes.byref(session)):
             return None
         return int(session.value)
+
+
+def _wstring(address: Optional[int]) -> str:  # pragma: no cover - Windows only (c_wchar is UTF-16 there)
+    return ctypes.wstring_at(address) if address else ""
+
+
+def _load_wfapi() -> Callable[[int], int]:  # pragma: no cover - Windows with a Citrix VDA only
+    """WFGetActiveProtocol from the VDA's wfapi64.dll (wfapi.dll for a 32-bit process).
+
+    WFAPI.H: `WF_PROTOCOL WINAPI WFGetActiveProtocol(IN DWORD SessionId)`.
+    """
+    windll = ctypes.WinDLL
+    name = "wfapi64.dll" if ctypes.sizeof(ctypes.c_void_p) == 8 else "wfapi.dll"
+    function = windll(name).WFGetActiveProtocol
+    function.argtypes = [ctypes.c_uint32]
+    function.restype = ctypes.c_int32
+    return function
+
+
+class CitrixWfApi:
+    """Citrix's own answer to "is this session ICA?", for desktop-OS VDAs whose HDX session
+    Windows reports as the console (protocol type 0). Optional: without the DLL (no Citrix VDA,
+    not Windows) every answer is None and nothing changes."""
+
+    def __init__(self, loader: Callable[[], Callable[[int], int]] = _load_wfapi):
+        self._loader = loader
+        self._function: Optional[Callable[[int], int]] = None
+        self._loaded = False
+
+    def active_protocol(self, session_id: int) -> Optional[int]:
+        """WF_PROTOCOL of the session (0 none, 1 ICA, 2 RDP), or None when WFAPI is not there."""
+        if not self._loaded:
+            self._loaded = True
+            try:
+                self._function = self._loader()
+            except (OSError, AttributeError) as e:  # no VDA, or not Windows (no ctypes.WinDLL)
+                log.debug("Citrix WFAPI not available, HDX on desktop-OS VDAs counts as console: %s", e)
+        if self._function is None:
+            return None
+        return int(self._function(session_id))
 
 
 def record(api: Optional[Any] = None) -> Dict[str, Any]:  # pragma: no cover - a tool, run by hand on Windows
@@ -318,16 +445,24 @@ def record(api: Optional[Any] = None) -> Dict[str, Any]:  # pragma: no cover - a
     import platform
 
     api = api or WtsApi()
+    citrix = CitrixWfApi()
     out = []
     for entry in api.enumerate_sessions():
         item: Dict[str, Any] = {"entry": asdict(entry)}
         try:
-            item["info"] = asdict(api.session_info(entry.session_id))
+            raw = api.session_info_raw(entry.session_id)
+            item["info"] = asdict(parse_wtsinfo(raw))
             item["protocol_type"] = api.client_protocol_type(entry.session_id)
-        except OSError as e:
+            item["raw"] = {"wtsinfo": raw.hex()}  # checks parse_wtsinfo against what Windows wrote
+            wf = citrix.active_protocol(entry.session_id)
+            if wf is not None:
+                item["wf_protocol"] = wf
+        except (OSError, ValueError) as e:
             item["error"] = str(e)
         out.append(item)
-    return {"_about": f"recorded on {platform.platform()}", "sessions": out}
+    return {"_about": f"recorded on {platform.platform()} (python -m agent.sessions.windows)",
+            "process_sessions": {str(pid): sid for pid, sid in sorted(api.process_sessions().items())},
+            "sessions": out}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,17 +7,24 @@ import sys
 
 import pytest
 
+from agent.sessions.processes import ProcessGrouper, windows_locator
 from agent.sessions.states import wts_state_name
 from agent.sessions.windows import (
+    FILETIME_PER_SECOND,
+    WF_PROTOCOL_ICA,
+    CitrixWfApi,
     WindowsSource,
     WtsApi,
     WtsSessionEntry,
+    WtsSessionInfo,
     filetime_to_unix,
+    idle_seconds,
+    parse_wtsinfo,
     protocol_of,
     session_from_wts,
     skip_reason,
 )
-from tests.agent.sessions.fakes import T0, FakeWtsApi
+from tests.agent.sessions.fakes import T0, FakeProcPsutil, FakeWtsApi, fixture
 from tests.conftest import ROOT
 
 VARIANTS = ("console", "ica-legacy", "ica-hdx", "rdp", "unknown")
@@ -101,7 +108,7 @@ def test_skip_rules(entry: WtsSessionEntry, reason: str) -> None:
 
 
 @pytest.mark.parametrize("name, ptype, remembered, expected", [
-    ("ICA-CGP#4", 2, None, "ica"),      # current VDAs: the name tells, whatever the type
+    ("ICA-CGP#4", 2, None, "ica"),      # an HDX listener's session: the name tells, whatever the type
     ("ICA-tcp#1", 1, None, "ica"),
     ("Citrix#1", 1, None, "ica"),       # older VDAs: WTS_PROTOCOL_TYPE_ICA
     ("RDP-Tcp#7", 2, None, "rdp"),
@@ -160,3 +167,116 @@ def test_the_wts_layer_is_a_class_with_the_documented_methods() -> None:
     for name in ("enumerate_sessions", "session_info", "client_protocol_type", "client_name",
                  "process_session_id"):
         assert callable(getattr(WtsApi, name))
+
+
+class FakeCitrix:
+    """CitrixWfApi's answer per session, from a fixture's `wf_protocol` fields."""
+
+    def __init__(self, name: str):
+        self.answers = {item["entry"]["session_id"]: item["wf_protocol"]
+                        for item in fixture(name)["sessions"] if "wf_protocol" in item}
+        self.asked = []
+
+    def active_protocol(self, session_id: int):
+        self.asked.append(session_id)
+        return self.answers.get(session_id, 0)
+
+
+def test_a_desktop_os_vda_hdx_session_is_ica_through_wfapi_and_never_idle() -> None:
+    """Documented, not recorded (wts_desktop_vda.json): the HDX session is the console, type 0."""
+    citrix = FakeCitrix("wts_desktop_vda.json")
+    (session,) = WindowsSource(FakeWtsApi("wts_desktop_vda.json"), citrix).snapshot()
+    assert (session.id, session.protocol, session.state, session.user) == ("1", "ica", "active", "CORP\\dora")
+    assert session.idle_seconds is None  # LastInputTime == CurrentTime: unknown, not "input just now"
+    assert citrix.asked == [1]  # only sessions that say "console" are asked
+    (without,) = WindowsSource(FakeWtsApi("wts_desktop_vda.json")).snapshot()
+    assert without.protocol == "console"  # no Citrix VDA (no wfapi64.dll): what Windows says
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("wts_server_vda.json", {"1": ("other", "console"), "2": ("active", "ica"), "3": ("active", "ica"),
+                             "4": ("disconnected", "other")}),
+    ("wts_rds_host.json", {"1": ("other", "console"), "2": ("active", "rdp"), "3": ("active", "rdp"),
+                           "4": ("disconnected", "other")}),
+])
+def test_documented_server_vda_and_rds_host(name, expected) -> None:
+    citrix = FakeCitrix(name)
+    sessions = _by_id(WindowsSource(FakeWtsApi(name), citrix).snapshot())
+    assert {k: (s.state, s.protocol) for k, s in sessions.items()} == expected
+    assert sessions["3"].idle_seconds == (2400.0 if name == "wts_server_vda.json" else 3600.0)
+    assert fixture(name)["_about"].startswith("DOCUMENTED, NOT RECORDED")
+
+
+def test_idle_is_unknown_when_last_input_is_reported_as_now() -> None:
+    now = 134090208000000000
+    assert idle_seconds(WtsSessionInfo(0, 1, last_input_time=now, current_time=now)) is None
+    assert idle_seconds(WtsSessionInfo(0, 1, last_input_time=now - 1, current_time=now)) == 1e-7
+    assert idle_seconds(WtsSessionInfo(0, 1, last_input_time=now - 90 * FILETIME_PER_SECOND,
+                                       current_time=now)) == 90.0
+
+
+def test_citrix_wfapi_is_optional_and_loaded_once() -> None:
+    loads = []
+
+    def missing():
+        loads.append("try")
+        raise OSError(126, "The specified module could not be found")
+
+    api = CitrixWfApi(loader=missing)
+    assert api.active_protocol(1) is None and api.active_protocol(2) is None
+    assert loads == ["try"]
+    assert CitrixWfApi(loader=lambda: {3: WF_PROTOCOL_ICA}.get).active_protocol(3) == WF_PROTOCOL_ICA
+    if sys.platform != "win32":
+        assert CitrixWfApi().active_protocol(1) is None  # no ctypes.WinDLL here: no change, no error
+    assert isinstance(WindowsSource(WtsApi()).citrix, CitrixWfApi)
+    assert WindowsSource(FakeWtsApi("wts_farm_1.json")).citrix is None
+
+
+def test_parse_wtsinfo_reads_the_layout_of_wtsapi32_h() -> None:
+    """Bytes packed by hand from the header's field list (x64: ConnectTime at 176, 216 bytes in all)."""
+    import struct
+
+    def wchars(text: str, n: int) -> bytes:
+        return text.encode("utf-16-le").ljust(2 * n, b"\0")
+
+    raw = (struct.pack("<iI6I", 4, 7, 1, 2, 3, 4, 5, 6) + wchars("ICA-CGP#3", 32) + wchars("CORP", 17)
+           + wchars("sixteen.chars.xx", 21) + b"\0" * 4 + struct.pack("<5q", 11, 12, 13, 14, 15))
+    assert len(raw) == 216
+    info = parse_wtsinfo(raw)
+    assert info == WtsSessionInfo(state=4, session_id=7, win_station_name="ICA-CGP#3", domain="CORP",
+                                  user_name="sixteen.chars.xx", connect_time=11, disconnect_time=12,
+                                  last_input_time=13, logon_time=14, current_time=15)
+    with pytest.raises(ValueError):
+        parse_wtsinfo(raw[:200])
+
+
+class ProtectedProcessApi(FakeWtsApi):
+    """ProcessIdToSessionId refused for a protected process; WTSEnumerateProcessesExW tells them all."""
+
+    def __init__(self, name: str, all_sessions, fail: bool = False):
+        super().__init__(name, {pid: sid for pid, sid in all_sessions.items() if pid != 612})
+        self.all_sessions, self.fail, self.listed = all_sessions, fail, 0
+
+    def process_sessions(self):
+        self.listed += 1
+        if self.fail:
+            raise OSError(5, "WTSEnumerateProcessesExW failed: Access is denied.")
+        return dict(self.all_sessions)
+
+
+def test_protected_processes_are_placed_by_enumerating_all_processes() -> None:
+    places = {int(pid): sid for pid, sid in fixture("wts_desktop_vda.json")["process_sessions"].items()}
+    procs = [{"pid": pid, "create_time": 1.0, "cpu_times": {"user": 1.0, "system": 0.0}, "memory_info": {"rss": 10}}
+             for pid in places]
+    api = ProtectedProcessApi("wts_desktop_vda.json", places)
+    sessions = WindowsSource(api).snapshot()
+    grouper = ProcessGrouper(FakeProcPsutil(procs), windows=True, locate=windows_locator(api))
+    groups = grouper.snapshot(sessions).groups
+    assert (groups["user"].processes, groups["system"].processes) == (3, 2)  # csrss (612) in session 1 is user
+    grouper.snapshot(sessions)
+    assert api.listed == 2  # one call per snapshot, not one per process
+
+    failing = ProtectedProcessApi("wts_desktop_vda.json", places, fail=True)
+    groups = ProcessGrouper(FakeProcPsutil(procs), windows=True,
+                            locate=windows_locator(failing)).snapshot(sessions).groups
+    assert (groups["user"].processes, groups["system"].processes) == (2, 3)  # one by one: csrss unknown
