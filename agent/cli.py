@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
 from agent import __version__, collectors
@@ -114,7 +114,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def build_agent(config: AgentConfig, host: str, stop: threading.Event, psutil_module: Any = None) -> Agent:
     if psutil_module is None:
-        import psutil as psutil_module
+        import psutil
+
+        psutil_module = psutil
     os = os_name()
     ctx = collectors.Context(psutil=psutil_module, config=config, platform=os)
     runner = collectors.Runner(collectors.build(ctx, disabled=config.agent.disabled_collectors))
@@ -125,8 +127,10 @@ def build_agent(config: AgentConfig, host: str, stop: threading.Event, psutil_mo
             log.warning("the push token is sent in clear text to %s: use https:// for a collector on the network",
                         url)
     urls = a.collector_urls or (a.collector_url,)
-    pushers = {u: Pusher(u, token=a.token, timeout=a.timeout, ca_file=a.ca_file, sleep=waiter(stop)) for u in urls}
-    pusher = pushers[urls[0]] if len(urls) == 1 else FailoverPusher(urls, host, pushers=pushers)
+    # Any: Agent and FailoverPusher are typed with Pusher/object; both pushers have push() and close().
+    pushers: Dict[str, Any] = {u: Pusher(u, token=a.token, timeout=a.timeout, ca_file=a.ca_file,
+                                         sleep=waiter(stop)) for u in urls}
+    pusher: Any = pushers[urls[0]] if len(urls) == 1 else FailoverPusher(urls, host, pushers=pushers)
     return Agent(config=config, host=host, runner=runner, pusher=pusher, stop=stop, os=os,
                  phase=schedule_phase(host, config.agent.interval))
 

@@ -17,7 +17,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from agent.collectors import MODULES
@@ -163,7 +163,7 @@ def machine_overrides(config: AgentConfig, env: Optional[Mapping[str, str]] = No
     """Site and delivery group from the machine: the registry (Windows, e.g. set by a GPO per
     machine catalog's OU), then the environment, each overriding what came before."""
     env = os.environ if env is None else env
-    changes = {}
+    changes: Dict[str, Any] = {}
     for key, value_name, variable in (("site", "Site", ENV_SITE),
                                       ("delivery_group", "DeliveryGroup", ENV_DELIVERY_GROUP)):
         value = registry(value_name) if registry is not None else None

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -224,13 +225,21 @@ class ProcReader:
     processes is the user's); names are looked up once per uid.
     """
 
+    root: str
+    ticks: int
+    page: int
+
     def __init__(self, proc_root: str = "/proc"):
+        if sys.platform == "win32":  # also tells the type checker that what follows is not Windows'
+            raise RuntimeError("ProcReader reads Linux's /proc")
         self.root = proc_root
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.page = os.sysconf("SC_PAGE_SIZE")
         self._names: Dict[int, Optional[str]] = {}
 
     def username(self, uid: int) -> Optional[str]:
+        if sys.platform == "win32":
+            return None
         if uid not in self._names:
             try:
                 import pwd
@@ -322,7 +331,7 @@ class ProcessGrouper:
                     user_cpu[user] = user_cpu.get(user, 0.0) + delta
         for cls in CLASSES:
             groups[cls].cpu_seconds_total = self._totals[cls]
-        wall = None if first else max(0.0, now - self._last)
+        wall = None if self._last is None else max(0.0, now - self._last)
         self._cpu = cpu_now
         self._last = now
         return ProcessSnapshot(groups, user_cpu, user_memory, wall, denied)
@@ -360,10 +369,12 @@ def top_users(snapshot: ProcessSnapshot, n: int, label: Callable[[str], str], li
     by_cpu = sorted((u for u in cpu if cpu[u] > 0), key=lambda u: (-cpu[u], u))[:n]
     by_memory = sorted((u for u in memory if memory[u] > 0), key=lambda u: (-memory[u], u))[:n]
     chosen: List[str] = []
-    for pair in zip(by_cpu + [None] * (n - len(by_cpu)), by_memory + [None] * (n - len(by_memory))):
-        for name in pair:
-            if name is not None and name not in chosen:
-                chosen.append(name)
+    padded_cpu: List[Optional[str]] = [*by_cpu, *[None] * (n - len(by_cpu))]
+    padded_memory: List[Optional[str]] = [*by_memory, *[None] * (n - len(by_memory))]
+    for pair in zip(padded_cpu, padded_memory):
+        for candidate in pair:
+            if candidate is not None and candidate not in chosen:
+                chosen.append(candidate)
     chosen = chosen[:limit]
     chosen.sort(key=lambda u: (-cpu[u], -memory[u], u))
     return [{"user": u, "cpu_cores": round(cpu[u] / snapshot.wall_seconds, 4), "memory_bytes": memory[u]}
