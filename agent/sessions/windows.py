@@ -440,7 +440,7 @@ class CitrixWfApi:
         return int(self._function(session_id))
 
 
-def record(api: Optional[Any] = None) -> Dict[str, Any]:  # pragma: no cover - a tool, run by hand on Windows
+def record(api: Optional[Any] = None) -> Dict[str, Any]:
     """The running host's WTS data in the fixture format of tests/fixtures/sessions/wts_*.json."""
     import platform
 

@@ -280,3 +280,28 @@ def test_protected_processes_are_placed_by_enumerating_all_processes() -> None:
     groups = ProcessGrouper(FakeProcPsutil(procs), windows=True,
                             locate=windows_locator(failing)).snapshot(sessions).groups
     assert (groups["user"].processes, groups["system"].processes) == (2, 3)  # one by one: csrss unknown
+
+
+def test_the_recorder_keeps_the_raw_buffer_it_parsed() -> None:
+    import ctypes
+
+    from agent.sessions.windows import WTSINFOW, record
+
+    class RecordingApi(FakeWtsApi):
+        def session_info_raw(self, session_id: int) -> bytes:
+            info = self.session_info(session_id)
+            raw = WTSINFOW(State=info.state, SessionId=info.session_id, LogonTime=info.logon_time,
+                           LastInputTime=info.last_input_time, CurrentTime=info.current_time)
+            for i, ch in enumerate(info.win_station_name):
+                raw.WinStationName[i] = ord(ch)
+            return ctypes.string_at(ctypes.addressof(raw), ctypes.sizeof(raw))
+
+        def process_sessions(self):
+            return {4: 0, 612: 1}
+
+    doc = record(RecordingApi("wts_rds_host.json"))
+    assert doc["_about"].startswith("recorded on ") and doc["process_sessions"] == {"4": 0, "612": 1}
+    item = next(i for i in doc["sessions"] if i["entry"]["session_id"] == 2)
+    assert parse_wtsinfo(bytes.fromhex(item["raw"]["wtsinfo"])) == WtsSessionInfo(**item["info"])
+    assert item["info"]["win_station_name"] == "RDP-Tcp#0" and item["protocol_type"] == 2
+    assert "wf_protocol" not in item or sys.platform == "win32"  # no WFAPI here
