@@ -86,7 +86,8 @@ def test_check_config_accepts_a_good_file(tmp_path: Path, capsys) -> None:
 def test_check_config_accepts_a_file_with_a_byte_order_mark(tmp_path: Path, capsys) -> None:
     """Windows PowerShell 5.1's `Set-Content -Encoding UTF8` and Notepad start the file with a BOM."""
     path = tmp_path / "agent.toml"
-    path.write_bytes(b"\xef\xbb\xbf" + '[agent]\r\nsite = "Mairie de Lyon \u00e9t\u00e9"\r\nhost = "vda-01"\r\n'.encode())
+    text = '[agent]\r\nsite = "Mairie de Lyon \u00e9t\u00e9"\r\nhost = "vda-01"\r\n'
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert main(["--config", str(path), "--check-config"]) == 0
     assert "site Mairie de Lyon \u00e9t\u00e9," in capsys.readouterr().out
 
