@@ -10,16 +10,23 @@ way) or HTTP basic credentials (password stored as PBKDF2-SHA256).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import fnmatch
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 PBKDF2_ITERATIONS = 200_000
+VERIFIED_TTL = 300.0  # seconds a verified basic header stays trusted after its last use
+VERIFIED_MAX = 16  # verified basic headers remembered (scrapers, not users: a handful)
 
 
 @dataclass(frozen=True)
@@ -123,41 +130,145 @@ def parse_password_hash(value: str) -> Optional[Tuple[int, bytes, bytes]]:
 
 
 class ScrapeAuth:
-    """Optional protection of /metrics: a bearer token hash, basic credentials, or both."""
+    """Optional protection of /metrics and the pages: a bearer token hash, basic credentials, or both.
 
-    def __init__(self, bearer_sha256: str = "", basic_user: str = "", basic_password_hash: str = ""):
+    A bearer token costs one SHA-256, so it is checked wherever the request is.
+    A basic password costs a PBKDF2 (tens of milliseconds by design): `quick`
+    decides every case that needs none (no auth, bearer, a malformed header, a
+    recently verified header), and leaves the rest to `verify`, which callers on
+    an event loop run in a worker thread (`PasswordChecks`).
+    """
+
+    def __init__(self, bearer_sha256: str = "", basic_user: str = "", basic_password_hash: str = "",
+                 clock: Callable[[], float] = time.monotonic):
         self.bearer_sha256 = bearer_sha256.lower()
         self.basic_user = basic_user
         self.basic = parse_password_hash(basic_password_hash) if basic_password_hash else None
-        self._verified: Optional[str] = None  # digest of the last good basic header: PBKDF2 once, not per scrape
+        self.clock = clock
+        # SHA-256 of a verified basic header -> when its trust ends; a scraper sends the same header
+        # every time, so PBKDF2 runs once, not once per scrape. A reload builds a new ScrapeAuth: a
+        # changed password is never answered from here.
+        self._verified: "OrderedDict[str, float]" = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return bool(self.bearer_sha256 or self.basic)
 
     def check(self, authorization: str) -> None:
-        if not self.enabled:
-            return
-        token = bearer(authorization)
-        if token is not None and self.bearer_sha256:
-            if hmac.compare_digest(hash_token(token), self.bearer_sha256):
-                return
-        elif self.basic and authorization[:6].lower() == "basic ":
-            if self._basic_ok(authorization[6:].strip()):
-                return
-        raise AuthError(401, "unauthenticated", "scraping /metrics requires credentials")
+        """Raises AuthError(401) unless the credentials are good; may run a PBKDF2 in this thread."""
+        ok = self.quick(authorization)
+        if ok is None:
+            ok = self.verify(authorization)
+        if not ok:
+            raise refused_scrape()
 
-    def _basic_ok(self, encoded: str) -> bool:
-        seen = hash_token(encoded)
-        if self._verified is not None and hmac.compare_digest(seen, self._verified):
+    def quick(self, authorization: str) -> Optional[bool]:
+        """True or False when that costs no password hashing; None when only `verify` can tell."""
+        if not self.enabled:
             return True
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        token = bearer(authorization)
+        if token is not None:
+            return bool(self.bearer_sha256) and hmac.compare_digest(hash_token(token), self.bearer_sha256)
+        if not self.basic or authorization[:6].lower() != "basic ":
             return False
+        encoded = authorization[6:].strip()
+        if _basic_credentials(encoded) is None:
+            return False
+        return True if self._recently_verified(hash_token(encoded)) else None
+
+    def verify(self, authorization: str) -> bool:
+        """The PBKDF2 of the presented password against the configured hash: slow on purpose."""
+        if not self.basic or authorization[:6].lower() != "basic ":
+            return False
+        encoded = authorization[6:].strip()
+        credentials = _basic_credentials(encoded)
+        if credentials is None:
+            return False
+        user, password = credentials
         iterations, salt, expected = self.basic
         digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
         ok = hmac.compare_digest(user.encode(), self.basic_user.encode()) & hmac.compare_digest(digest, expected)
         if ok:
-            self._verified = seen
-        return ok
+            self._remember(hash_token(encoded))
+        return bool(ok)
+
+    def _recently_verified(self, seen: str) -> bool:
+        """Whether `seen` was verified and used within VERIFIED_TTL; using it extends its trust, so a
+        scraper stays trusted while it scrapes (also through a flood of wrong passwords)."""
+        now = self.clock()
+        found = None
+        with self._lock:
+            for digest, until in list(self._verified.items()):
+                if until <= now:
+                    del self._verified[digest]
+                elif hmac.compare_digest(digest, seen):  # no early exit: constant in which entry matched
+                    found = digest
+            if found is not None:
+                self._verified[found] = now + VERIFIED_TTL
+                self._verified.move_to_end(found)
+        return found is not None
+
+    def _remember(self, seen: str) -> None:
+        with self._lock:
+            self._verified.pop(seen, None)
+            self._verified[seen] = self.clock() + VERIFIED_TTL
+            while len(self._verified) > VERIFIED_MAX:
+                self._verified.popitem(last=False)
+
+
+def refused_scrape() -> AuthError:
+    return AuthError(401, "unauthenticated", "scraping /metrics requires credentials")
+
+
+def _basic_credentials(encoded: str) -> Optional[Tuple[str, str]]:
+    """(user, password) from the base64 of an Authorization: Basic header; None when malformed."""
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return (user, password) if sep else None
+
+
+class PasswordChecks:
+    """Runs basic-password verifications on a small pool of threads, never on the event loop.
+
+    hashlib's pbkdf2_hmac releases the GIL while it hashes (measured: a Python
+    thread beside it runs at full speed), so the loop goes on serving pushes.
+    At most `max_pending` verifications wait or run at once, `max_per_client`
+    of them for one client address; a flood of wrong passwords beyond that is
+    answered 503 at once instead of queuing without bound, one flooding address
+    leaves the other slots to everyone else, and the pool's size bounds the
+    CPU a flood can take. Only the event loop's thread calls `check`.
+    """
+
+    def __init__(self, workers: int = 1, max_pending: int = 8, max_per_client: int = 2):
+        self.max_pending = max_pending
+        self.max_per_client = max_per_client
+        self.pending = 0
+        self._by_client: Dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vdiwatch-password")
+
+    async def check(self, scrape: ScrapeAuth, authorization: str, client: str = "") -> None:
+        """Raises AuthError: 401 for bad credentials, 503 when too many checks are already pending."""
+        ok = scrape.quick(authorization)
+        if ok is None:
+            mine = self._by_client.get(client, 0)
+            if self.pending >= self.max_pending or mine >= self.max_per_client:
+                raise AuthError(503, "busy", "too many password checks in progress; retry shortly")
+            self.pending += 1
+            self._by_client[client] = mine + 1
+            try:
+                ok = await asyncio.get_running_loop().run_in_executor(self._pool, scrape.verify, authorization)
+            finally:
+                self.pending -= 1
+                left = self._by_client[client] - 1
+                if left:
+                    self._by_client[client] = left
+                else:
+                    del self._by_client[client]
+        if not ok:
+            raise refused_scrape()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

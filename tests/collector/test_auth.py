@@ -1,13 +1,26 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+from typing import List, Optional
 
 import pytest
 
-from collector.auth import AuthError, PushAuth, ScrapeAuth, TokenScope, hash_password, hash_token
+from collector.auth import (
+    VERIFIED_MAX,
+    VERIFIED_TTL,
+    AuthError,
+    PasswordChecks,
+    PushAuth,
+    ScrapeAuth,
+    TokenScope,
+    hash_password,
+    hash_token,
+)
 from collector.selfmetrics import SelfMetrics
-from collector.server import Api, Request
+from collector.server import Api, Request, auth_refusal
 from collector.store import HostStore
 from tests.conftest import FIXTURES
 
@@ -110,3 +123,110 @@ def test_min_report_interval_429_but_goodbye_passes() -> None:
     assert push(a, json.dumps(doc).encode()).status == 200
     now[0] += 5
     assert push(a).status == 200
+
+
+class CountingScrapeAuth(ScrapeAuth):
+    """Counts the PBKDF2 verifications and the threads they run on."""
+
+    def __init__(self, *args, gate: Optional[threading.Event] = None, **kw):
+        super().__init__(*args, **kw)
+        self.verified_on: List[int] = []
+        self.gate = gate
+
+    def verify(self, authorization: str) -> bool:
+        self.verified_on.append(threading.get_ident())
+        if self.gate is not None:
+            self.gate.wait(10)
+        return super().verify(authorization)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def scrape_auth(**kw) -> CountingScrapeAuth:
+    return CountingScrapeAuth(basic_user="prom", basic_password_hash=hash_password("s3cret", iterations=1000), **kw)
+
+
+def test_routing_comes_before_credentials_so_an_unknown_path_costs_no_hashing() -> None:
+    scrape = scrape_auth()
+    a = api(scrape_auth=scrape)
+    wrong = {"authorization": basic("prom", "wrong")}
+    assert a.handle(Request("GET", "/nope", wrong)).status == 404
+    assert a.handle(Request("POST", "/metrics", wrong)).status == 405
+    assert a.handle(Request("GET", "/healthz", wrong)).status == 200
+    assert scrape.verified_on == []
+    assert a.handle(Request("GET", "/hosts/vda-01", wrong)).status == 401
+    assert len(scrape.verified_on) == 1
+
+
+def test_basic_credentials_are_verified_once_then_trusted_for_a_while() -> None:
+    now = [100.0]
+    scrape = scrape_auth(clock=lambda: now[0])
+    good, wrong = basic("prom", "s3cret"), basic("prom", "wrong")
+    assert scrape.quick(good) is None  # only a PBKDF2 can tell
+    assert scrape.verify(good) is True
+    assert scrape.quick(good) is True
+    assert scrape.quick(wrong) is None and scrape.verify(wrong) is False and scrape.quick(wrong) is None
+    assert scrape.quick(basic("root", "s3cret")) is None and scrape.verify(basic("root", "s3cret")) is False
+    now[0] += VERIFIED_TTL - 1
+    assert scrape.quick(good) is True  # in use: trust goes on
+    now[0] += VERIFIED_TTL
+    assert scrape.quick(good) is None  # unused for VERIFIED_TTL: trust expires
+    for malformed in ("Basic !!!", "Basic " + base64.b64encode(b"no colon").decode(), "Basic", "Digest x"):
+        assert scrape.quick(malformed) is False  # refused without hashing
+    assert scrape.quick("Bearer whatever") is False
+    assert len(scrape.verified_on) == 3
+
+
+def test_the_trusted_set_is_bounded() -> None:
+    scrape = ScrapeAuth(basic_user="prom", basic_password_hash=hash_password("s3cret", iterations=1000))
+    for i in range(VERIFIED_MAX * 3):
+        scrape._remember(hash_token(f"header-{i}"))
+    assert len(scrape._verified) == VERIFIED_MAX
+    assert scrape._recently_verified(hash_token(f"header-{VERIFIED_MAX * 3 - 1}"))
+    assert not scrape._recently_verified(hash_token("header-0"))
+
+
+def test_password_checks_run_off_the_event_loop_and_refuse_past_the_pending_cap() -> None:
+    gate = threading.Event()
+    scrape = scrape_auth(gate=gate)
+    checks = PasswordChecks(workers=1, max_pending=3, max_per_client=2)
+
+    async def scenario() -> None:
+        async def check(client: str, password: str) -> int:
+            try:
+                await checks.check(scrape, basic("prom", password), client)
+            except AuthError as e:
+                return e.status
+            return 200
+
+        wrong = [asyncio.ensure_future(check("192.0.2.1", f"guess-{i}")) for i in range(2)]
+        await asyncio.sleep(0)
+        assert checks.pending == 2
+        assert await check("192.0.2.1", "one more") == 503  # this client's share is taken
+        wrong.append(asyncio.ensure_future(check("192.0.2.2", "guess")))
+        await asyncio.sleep(0)
+        assert checks.pending == 3
+        assert await check("192.0.2.3", "one more") == 503  # all shares are taken
+        gate.set()
+        assert [await future for future in wrong] == [401, 401, 401]
+        await checks.check(scrape, basic("prom", "s3cret"), "192.0.2.1")  # good: no exception
+        await checks.check(scrape, basic("prom", "s3cret"), "192.0.2.1")  # trusted now: no thread at all
+        assert checks.pending == 0 and checks._by_client == {}
+        assert threading.get_ident() not in scrape.verified_on
+        assert len(scrape.verified_on) == 4
+
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gate.set()
+        checks.close()
+
+
+def test_saturated_password_checks_answer_503_with_retry_after() -> None:
+    r = auth_refusal(AuthError(503, "busy", "too many password checks in progress; retry shortly"))
+    assert r.status == 503 and r.headers == {"Retry-After": "1"}
+    r = auth_refusal(AuthError(401, "unauthenticated", "no"))
+    assert r.status == 401 and "WWW-Authenticate" in r.headers
