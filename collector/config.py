@@ -27,6 +27,9 @@ class CollectorSection:
     max_decompressed_bytes: int = checked(8 << 20, _positive, "must be an integer > 0")
     max_json_depth: int = checked(16, _positive, "must be an integer > 0")
     request_timeout: float = checked(10.0, _positive, "must be a number of seconds > 0")
+    header_timeout: float = checked(5.0, _positive, "must be a number of seconds > 0")
+    max_connections: int = checked(4096, _positive, "must be an integer > 0")
+    max_connections_per_address: int = checked(256, _positive, "must be an integer > 0")
     min_report_interval: float = checked(1.0, lambda v: v >= 0, "must be a number of seconds >= 0")
     snapshot_file: str = ""
     snapshot_interval: float = checked(30.0, _positive, "must be a number of seconds > 0")
