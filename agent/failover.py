@@ -14,6 +14,8 @@ import hashlib
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from agent.push import FAILED, STOPPED
+
 
 def weight(url: str, host: str) -> int:
     digest = hashlib.blake2b(f"{url}\x00{host.lower()}".encode("utf-8"), digest_size=8).digest()
@@ -86,6 +88,8 @@ class FailoverPusher:
             pusher.close()
 
     def push(self, report: dict, deadline: float, sleep=None):
+        """Each pusher returns before its share of the time ends, so the whole push returns
+        before `deadline`; a stop request ends it without trying the next collector."""
         candidates = self.chooser.candidates()
         result = None
         for i, url in enumerate(candidates):
@@ -94,7 +98,9 @@ class FailoverPusher:
                 break
             share = deadline if i == len(candidates) - 1 else self.clock() + left / (len(candidates) - i)
             result = self.pushers[url].push(report, share, sleep)
-            if result.outcome == "failed":
+            if result.outcome == STOPPED:
+                return result
+            if result.outcome == FAILED:
                 self.chooser.failed(url)
                 continue
             self.chooser.succeeded(url)

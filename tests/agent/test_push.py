@@ -3,12 +3,28 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import threading
+import time
 from typing import Any, Dict, List, Optional
 
 import pytest
 import requests
 
-from agent.push import ACCEPTED, FAILED, MIN_ATTEMPT_SECONDS, REJECTED, Pusher, _describe, backoff, encode
+from agent.push import (
+    ACCEPTED,
+    FAILED,
+    MAX_ANSWER_BYTES,
+    MIN_ATTEMPT_SECONDS,
+    REJECTED,
+    RETURN_MARGIN_SECONDS,
+    STOPPED,
+    Pusher,
+    _describe,
+    backoff,
+    encode,
+    read_body,
+)
+from agent.push import refusal as parse_refusal
 from tests.agent.helpers import report_with
 
 REPORT = report_with({"load": {"load1": 0.5, "load5": 0.25, "load15": 0.125}})
@@ -23,21 +39,41 @@ class FakeClock:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+        if seconds > 0:  # sleep(0) is the pusher asking whether the agent is stopping
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+
+class FakeRaw:
+    """urllib3's response body: counts what is read, so a test can bound it."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+        self.bytes_read = 0
+
+    def read(self, amt: int, decode_content: bool = True) -> bytes:
+        assert decode_content is False  # the pusher decompresses itself, with a bound
+        chunk = self.body[self.bytes_read:self.bytes_read + amt]
+        self.bytes_read += len(chunk)
+        return chunk
 
 
 class FakeResponse:
-    def __init__(self, status: int, doc: Any = None, text: str = "", headers: Optional[Dict[str, str]] = None):
+    def __init__(self, status: int, doc: Any = None, text: str = "", headers: Optional[Dict[str, str]] = None,
+                 body: Optional[bytes] = None):
         self.status_code = status
-        self.doc = doc
-        self.text = json.dumps(doc) if doc is not None else text
+        if body is None:
+            body = (json.dumps(doc) if doc is not None else text).encode("utf-8")
+        self.raw = FakeRaw(body)
         self.headers = headers or {}
+        self.closed = False
 
-    def json(self) -> Any:
-        if self.doc is None:
-            raise ValueError("not JSON")
-        return self.doc
+    def close(self) -> None:
+        self.closed = True
+
+    def replay(self) -> "FakeResponse":
+        """The same answer again, unread (a script may return one answer many times)."""
+        return FakeResponse(self.status_code, headers=self.headers, body=self.raw.body)
 
 
 class FakeSession:
@@ -48,6 +84,7 @@ class FakeSession:
         self.script = list(script)
         self.cost = cost
         self.calls: List[Dict[str, Any]] = []
+        self.responses: List[FakeResponse] = []  # as handed out, to see what was read of them
         self.closed = False
 
     def post(self, url: str, **kwargs: Any) -> FakeResponse:
@@ -58,7 +95,8 @@ class FakeSession:
             raise answer
         if isinstance(answer, int):
             return FakeResponse(answer, {"status": "accepted"} if answer == 200 else {"error": "boom"})
-        return answer
+        self.responses.append(answer.replay())
+        return self.responses[-1]
 
     def close(self) -> None:
         self.closed = True
@@ -165,8 +203,9 @@ def test_the_last_attempt_gets_only_the_time_left() -> None:
     session.cost = 5.0  # every attempt times out after its full timeout
     deadline = clock.now + 7.0
     pusher.push(REPORT, deadline=deadline)
-    # 5 s for the first attempt, a 1 s wait, then the 1 s that is left, not the configured 5 s.
-    assert [c["timeout"] for c in session.calls] == [5.0, 1.0]
+    # 5 s for the first attempt, a 1 s wait, then the 1 s that is left (less the margin the
+    # push keeps to return before its deadline), not the configured 5 s.
+    assert [c["timeout"] for c in session.calls] == pytest.approx([5.0, 1.0 - RETURN_MARGIN_SECONDS])
     assert clock.sleeps == [1.0]
 
 
@@ -184,16 +223,27 @@ def test_429_waits_for_retry_after() -> None:
     assert result.outcome == ACCEPTED and clock.sleeps == [3.0]
 
 
-def test_a_stop_request_ends_the_retries() -> None:
+def test_a_stop_request_ends_the_retries_and_is_not_an_outage() -> None:
     pusher, session, clock = make([503])
     waits: List[float] = []
+    stop = threading.Event()
 
-    def stopping(seconds: float) -> bool:
+    def wait(seconds: float) -> bool:  # like runner.waiter: Event.wait that a stop interrupts
         waits.append(seconds)
-        return True
+        if seconds > 0:
+            stop.set()  # the stop request arrives during the first backoff
+        return stop.is_set()
 
-    result = pusher.push(REPORT, deadline=clock.now + 15, sleep=stopping)
-    assert result.outcome == FAILED and len(session.calls) == 1 and len(waits) == 1
+    result = pusher.push(REPORT, deadline=clock.now + 15, sleep=wait)
+    assert result.outcome == STOPPED and len(session.calls) == 1
+    assert [w for w in waits if w > 0] == [0.5]
+    assert not pusher.down  # giving up to stop says nothing about the collector
+
+
+def test_no_attempt_once_the_agent_is_stopping() -> None:
+    pusher, session, clock = make([200])
+    result = pusher.push(REPORT, deadline=clock.now + 15, sleep=lambda _s: True)
+    assert result.outcome == STOPPED and result.attempts == 0 and session.calls == []
 
 
 def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(caplog) -> None:
@@ -226,3 +276,92 @@ def test_close_closes_the_session() -> None:
     pusher, session, _clock = make([200])
     pusher.close()
     assert session.closed
+
+
+class BlockingSession:
+    """A collector that never finishes answering: each post blocks until released (like a drip,
+    whose every byte arrives within the read timeout)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.posts = 0
+
+    def post(self, url: str, **kwargs: Any) -> FakeResponse:
+        self.posts += 1
+        self.started.set()
+        self.release.wait(30)
+        raise requests.ConnectionError("released")
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_an_answer_that_never_completes_is_given_up_at_the_deadline() -> None:
+    session = BlockingSession()
+    pusher = Pusher("http://collector:9847", session=session, timeout=5.0)
+    try:
+        start = time.monotonic()
+        result = pusher.push(REPORT, deadline=start + 1.0)
+        elapsed = time.monotonic() - start
+    finally:
+        session.release.set()
+    assert result.outcome == FAILED and result.attempts == 1
+    assert "no complete answer" in result.reason and pusher.down
+    assert elapsed < 2 * 1.0  # before: blocked as long as the collector kept answering
+
+
+def test_a_stop_request_gives_up_the_attempt_in_flight() -> None:
+    session = BlockingSession()
+    stop = threading.Event()
+    results: List[Any] = []
+
+    def wait(seconds: float) -> bool:
+        return stop.wait(seconds)
+
+    pusher = Pusher("http://collector:9847", session=session, timeout=5.0, sleep=wait)
+    thread = threading.Thread(target=lambda: results.append(pusher.push(REPORT, deadline=time.monotonic() + 60)))
+    thread.start()
+    try:
+        assert session.started.wait(10)
+        stop.set()
+        thread.join(10)  # the deadline is a minute away: only the stop request can end it sooner
+        assert not thread.is_alive()
+    finally:
+        session.release.set()
+        thread.join(10)
+    assert results[0].outcome == STOPPED and not pusher.down
+
+
+def test_a_huge_refusal_body_is_read_only_up_to_the_bound() -> None:
+    huge = b'{"error": "' + b"x" * (8 << 20) + b'"}'
+    pusher, session, clock = make([FakeResponse(413, body=huge)])
+    result = pusher.push(REPORT, deadline=clock.now + 15)
+    assert (result.outcome, result.reason) == (REJECTED, "http_413")
+    raw = session.responses[0].raw
+    assert raw.bytes_read <= MAX_ANSWER_BYTES + 1  # before: all 8 MiB
+    assert session.responses[0].closed  # the rest is never read: the connection is dropped
+
+
+def test_a_compressed_answer_is_inflated_only_up_to_the_bound() -> None:
+    bomb = gzip.compress(b"\0" * (64 << 20))  # 64 MiB of zeros in about 64 kB
+    raw = FakeRaw(bomb)
+    assert len(read_body(raw, "gzip")) == MAX_ANSWER_BYTES
+    assert raw.bytes_read <= MAX_ANSWER_BYTES + 1
+    assert read_body(FakeRaw(b"\x1f\x8bnot gzip"), "gzip") == b""
+    assert read_body(FakeRaw(b"whatever"), "br") == b""  # not asked for, not read
+    assert read_body(FakeRaw(gzip.compress(b'{"reason": "r"}')), "GZIP") == b'{"reason": "r"}'
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (400, b'{"error": "bad", "reason": "wrong_type", "problems": [{"field": "a", "message": "m"}]}',
+     ("wrong_type", "bad: a: m")),
+    (403, b'{"reason": "forbidden"}', ("forbidden", "no details")),
+    (404, b"<html>Not Found</html>", ("http_404", "<html>Not Found</html>")),
+    (400, b"", ("http_400", "no details")),
+    (400, b"[1, 2]", ("http_400", "[1, 2]")),
+    (400, b"[" * 60000, ("http_400", "[" * 200)),  # nesting that json cannot parse
+    (400, b'{"error": "\xff\xfe"}', ("http_400", "\ufffd\ufffd")),
+])
+def test_refusal_from_literal_answers(status: int, body: bytes, expected: Any) -> None:
+    assert parse_refusal(status, body) == expected
