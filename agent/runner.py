@@ -190,7 +190,9 @@ class Agent:
             # The push may retry until the next collection; after a slow collection that is
             # the next tick still ahead, not one already missed.
             deadline = next_tick(start, self.interval, self.monotonic())
-            self.pusher.push(report, deadline)
+            # The push returns before that deadline whatever the collector does, and at once
+            # when a stop request ends `wait` (the goodbye follows, with its own deadline).
+            self.pusher.push(report, deadline, sleep=self.wait)
             wake = next_tick(start, self.interval, self.monotonic())
             if wake > planned:
                 missed = round((wake - planned) / self.interval)
