@@ -8,12 +8,19 @@ key, wrong type and bad value at once, each with the file name and the key.
 Secrets (fields declared with `secret()`) may instead come from a file
 (`<key>_file = "/path"`) or an environment variable (`<key>_env = "NAME"`), so
 that they need not be written into the TOML itself.
+
+Errors go to the terminal and the journal, so they never show the value of a
+secret, or of a field marked `sensitive` (a token's hash, a list of tokens): a
+raw token pasted where its hash belongs would otherwise be logged. They say
+what is wrong with it instead (its type, its length), and of a list only which
+items are wrong, never the whole list.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -42,13 +49,19 @@ class ConfigError(Exception):
 
 
 def secret(default: str = "", **kwargs: Any) -> Any:
-    """A string field that may also be given as `<key>_file` or `<key>_env`."""
+    """A string field that may also be given as `<key>_file` or `<key>_env`; never shown in errors."""
     return dataclasses.field(default=default, metadata={"secret": True}, **kwargs)
 
 
-def checked(default: Any, check, message: str) -> Any:
-    """A field whose value must pass `check(value)`; `message` says what is expected."""
-    return dataclasses.field(default=default, metadata={"check": (check, message)})
+def checked(default: Any, check, message: str, *, sensitive: bool = False) -> Any:
+    """A field whose value must pass `check(value)`; `message` says what is expected.
+    A `sensitive` field's value is never shown in an error. A list field's check must hold
+    for each item alone (as `all(...)` does), so that an error can name the bad items."""
+    return dataclasses.field(default=default, metadata={"check": (check, message), "sensitive": sensitive})
+
+
+def is_sensitive(spec: dataclasses.Field) -> bool:
+    return bool(spec.metadata.get("secret") or spec.metadata.get("sensitive"))
 
 
 def load(path: Optional[str], schema: Type[T], env: Optional[Dict[str, str]] = None) -> T:
@@ -119,22 +132,72 @@ def _section(name: str, raw: Dict[str, Any], section_type: type, problems: List[
     return section_type(**out)
 
 
-def _checked_value(value: Any, expected: Any, spec: dataclasses.Field) -> Tuple[Any, Optional[str]]:
-    """`value` converted to the field's type and passed through its check, or an error."""
-    converted, error = _convert(value, expected)
+def _checked_value(value: Any, expected: Any, spec: dataclasses.Field,
+                   sensitive: bool = False) -> Tuple[Any, Optional[str]]:
+    """`value` converted to the field's type and passed through its check, or an error.
+    `sensitive`: the field is part of a sensitive one (a key of a token's table)."""
+    sensitive = sensitive or is_sensitive(spec)
+    converted, error = _convert(value, expected, sensitive)
     if error:
         return None, error
     check = spec.metadata.get("check")
     if check and not check[0](converted):
-        return None, f"{check[1]}, got {value!r}"
+        return None, check[1] + _what_failed(value, converted, check[0], sensitive)
     return converted, None
+
+
+def _what_failed(value: Any, converted: Any, check: Any, sensitive: bool) -> str:
+    """What an error may say of a value that failed its check: of a list, its bad items only.
+
+    >>> _what_failed(["cpu", "dsks"], ("cpu", "dsks"), lambda v: all(n == "cpu" for n in v), False)
+    ": item 1 is 'dsks' (of 2)"
+    """
+    if not isinstance(converted, tuple):
+        return f", got {shown(value, sensitive)}"
+    bad = [i for i, item in enumerate(converted) if not check((item,))]
+    if not bad:  # a check on the list as a whole
+        return f", got {shown(value)}"
+    items = [f"item {i}" if isinstance(value[i], dict) else f"item {i} is {shown(value[i], sensitive)}"
+             for i in bad[:5]]
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return ": " + ", ".join(items) + more + f" (of {len(converted)})"
+
+
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+
+
+def shown(value: Any, sensitive: bool = False) -> str:
+    """A value as an error may show it: numbers and short strings as they are, the rest
+    (a secret, a table, a list) by their type and size only; a URL without its user:password.
+
+    >>> shown("verbose"), shown("vdw_abc123", sensitive=True), shown({"sha256": "00"}), shown(0.5)
+    ("'verbose'", 'a string of 10 characters', 'a table', '0.5')
+    """
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and not sensitive):
+        return repr(value)
+    if isinstance(value, str):
+        if sensitive:
+            return f"a string of {len(value)} characters"
+        value = _URL_USERINFO.sub("***@", value)
+        return repr(value) if len(value) <= 80 else f"{value[:80]!r}... ({len(value)} characters)"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return _kind(value)
+
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 
 
 def _resolve_secret(where: str, via: str, value: str, env: Dict[str, str], base: Optional[Path],
                     problems: List[str]) -> Optional[str]:
+    """The secret named by `<key>_env` or `<key>_file`. A name that looks like the secret
+    itself (pasted one line too high) is not shown: a variable name is upper-case, a file
+    name has a folder or an extension, while a token has neither."""
     if via == "_env":
         if value not in env:
-            problems.append(f"{where}: environment variable {value} is not set")
+            name = value if _ENV_NAME.fullmatch(value) else \
+                f"named by a string of {len(value)} characters (not an upper-case name: is it the secret itself?)"
+            problems.append(f"{where}: environment variable {name} is not set")
             return None
         return env[value].strip()
     path = Path(value)
@@ -143,15 +206,17 @@ def _resolve_secret(where: str, via: str, value: str, env: Dict[str, str], base:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as e:
-        problems.append(f"{where}: cannot read {path}: {e.strerror or e}")
+        name = str(path) if any(c in value for c in "/\\.") else \
+            f"the file named by a string of {len(value)} characters (no folder, no extension: is it the secret itself?)"
+        problems.append(f"{where}: cannot read {name}: {e.strerror or e}")
         return None
 
 
-def _convert(value: Any, expected: Any) -> Tuple[Any, Optional[str]]:
+def _convert(value: Any, expected: Any, sensitive: bool = False) -> Tuple[Any, Optional[str]]:
     origin = typing.get_origin(expected)
     if origin is typing.Union:
         args = [a for a in typing.get_args(expected) if a is not type(None)]
-        return _convert(value, args[0])
+        return _convert(value, args[0], sensitive)
     if origin in (tuple, list):
         (item_type, *_rest) = typing.get_args(expected)
         if not isinstance(value, list):
@@ -159,9 +224,9 @@ def _convert(value: Any, expected: Any) -> Tuple[Any, Optional[str]]:
         items = []
         for i, item in enumerate(value):
             if dataclasses.is_dataclass(item_type):
-                converted, error = _table(item, item_type)
+                converted, error = _table(item, item_type, sensitive)
             else:
-                converted, error = _convert(item, item_type)
+                converted, error = _convert(item, item_type, sensitive)
             if error:
                 return None, f"item {i}: {error}"
             items.append(converted)
@@ -185,7 +250,7 @@ def _convert(value: Any, expected: Any) -> Tuple[Any, Optional[str]]:
     raise TypeError(f"unsupported config type {expected!r}")  # a programming error
 
 
-def _table(value: Any, item_type: type) -> Tuple[Any, Optional[str]]:
+def _table(value: Any, item_type: type, sensitive: bool = False) -> Tuple[Any, Optional[str]]:
     """One entry of an array of tables (`[[section.key]]`), itself a dataclass."""
     if not isinstance(value, dict):
         return None, f"must be a table, got {_kind(value)}"
@@ -197,7 +262,7 @@ def _table(value: Any, item_type: type) -> Tuple[Any, Optional[str]]:
         if key not in fields:
             problems.append(f"{key}: unknown key (known: {', '.join(sorted(fields))})")
             continue
-        converted, error = _checked_value(raw, hints[key], fields[key])
+        converted, error = _checked_value(raw, hints[key], fields[key], sensitive)
         if error:
             problems.append(f"{key}: {error}")
             continue

@@ -44,9 +44,11 @@ def _token_list(tokens: Tuple[TokenScope, ...]) -> bool:
 @dataclass(frozen=True)
 class AuthSection:
     tokens: Tuple[TokenScope, ...] = checked(
-        (), _token_list, "every token needs sha256 (64 hex digits, from `vdiwatch-collector token`) and site")
+        (), _token_list, "every token needs sha256 (64 hex digits, from `vdiwatch-collector token`) and site",
+        sensitive=True)
     insecure: bool = False
-    scrape_bearer_sha256: str = checked("", lambda v: not v or is_valid_sha256(v), "must be 64 hex digits")
+    scrape_bearer_sha256: str = checked("", lambda v: not v or is_valid_sha256(v), "must be 64 hex digits",
+                                        sensitive=True)
     scrape_basic_user: str = ""
     scrape_basic_password_hash: str = secret()
 

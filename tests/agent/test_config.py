@@ -143,3 +143,56 @@ def test_example_agent_toml_is_valid_and_matches_defaults() -> None:
     from agent.config import AgentConfig, load_agent_config
     from tests.conftest import ROOT
     assert load_agent_config(str(ROOT / "config" / "agent.toml")) == AgentConfig()
+
+
+RAW_TOKEN = "vdw_Raw9TokenPastedOneLineTooHigh_x7Qm2Zk4Lp8Wc3Fh"
+
+
+@pytest.mark.parametrize("line, message", [
+    (f'token_file = "{RAW_TOKEN}"', "agent.token_file: cannot read the file named by a string of 50 characters"),
+    (f'token_env = "{RAW_TOKEN}"', "agent.token_env: environment variable named by a string of 50 characters"),
+    (f'token = ["{RAW_TOKEN}"]', "agent.token: must be a string, got a list"),
+])
+def test_a_token_in_the_wrong_place_is_never_shown(tmp_path: Path, line: str, message: str, capsys) -> None:
+    from agent.cli import main
+    path = write(tmp_path, f"[agent]\n{line}\n")
+    with pytest.raises(ConfigError) as e:
+        load_agent_config(path, env={})
+    assert RAW_TOKEN not in str(e.value) and RAW_TOKEN not in e.value.render()
+    assert message in str(e.value) and path in str(e.value)
+    assert main(["--config", path, "--check-config"]) == 2  # what the terminal and the journal get
+    err = capsys.readouterr().err
+    assert message in err and RAW_TOKEN not in err
+
+
+@pytest.mark.parametrize("section, line", [
+    ("sessions", f'pseudonym_secret_file = "{RAW_TOKEN}"'),
+    ("sessions", f'pseudonym_secret_env = "{RAW_TOKEN}"'),
+    ("sessions", f'pseudonym_secret = {{ value = "{RAW_TOKEN}" }}'),
+])
+def test_the_pseudonym_secret_is_never_shown(tmp_path: Path, section: str, line: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_agent_config(write(tmp_path, f"[{section}]\n{line}\n"), env={})
+    assert RAW_TOKEN not in e.value.render() and "sessions.pseudonym_secret" in str(e.value)
+
+
+def test_paths_and_variable_names_are_still_shown(tmp_path: Path) -> None:
+    path = write(tmp_path, '[agent]\ntoken_file = "tokens/agent.token"\n[sessions]\npseudonym_secret_env = "PEPPER"\n')
+    with pytest.raises(ConfigError) as e:
+        load_agent_config(path, env={})
+    text = str(e.value)
+    assert f"agent.token_file: cannot read {tmp_path / 'tokens' / 'agent.token'}" in text
+    assert "sessions.pseudonym_secret_env: environment variable PEPPER is not set" in text
+
+
+def test_ordinary_values_are_shown_but_a_url_without_its_password_and_a_list_by_its_bad_items(tmp_path: Path) -> None:
+    path = write(tmp_path, '[agent]\nlog_level = "verbose"\ncollector_url = "ftp://ops:hunter2@collector:9847"\n'
+                           'disabled_collectors = ["cpu", "dsks", "load"]\ninterval = 0.5\n')
+    with pytest.raises(ConfigError) as e:
+        load_agent_config(path)
+    text = str(e.value)
+    assert "agent.log_level: must be one of debug, info, warning, error, got 'verbose'" in text
+    assert "got 'ftp://***@collector:9847'" in text and "hunter2" not in text
+    assert "agent.disabled_collectors: must list collector names" in text and "item 1 is 'dsks' (of 3)" in text
+    assert "'cpu'" not in text  # not the whole list
+    assert "agent.interval: must be a number of seconds from 1 to 86400, got 0.5" in text
