@@ -388,3 +388,15 @@ def test_failed_accepts_are_logged_once_an_outage_without_tracebacks(caplog) -> 
     assert "accepting connections again after 1000 failed accept(s)" in accept[1]
     assert not [r for r in caplog.records if r.exc_info]
     assert any(r.name == "asyncio" and "something else" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_real_answers_are_not_cached_and_pages_are_locked_down(collector_process: CollectorProcess) -> None:
+    assert collector_process.post(report_fixture("lvda-07.json")).status_code == 200
+    for path in ("/metrics", "/api/v1/hosts", "/api/v1/hosts/lvda-07", "/", "/hosts/lvda-07", "/no-such-page"):
+        r = requests.get(collector_process.url + path, timeout=5)
+        assert r.headers["Cache-Control"] == "no-store", path
+        assert r.headers["X-Content-Type-Options"] == "nosniff", path
+        if r.headers["Content-Type"].startswith("text/html"):
+            assert r.headers["Content-Security-Policy"].startswith("default-src 'none'"), path
+            assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"] == "no-referrer", path

@@ -44,3 +44,14 @@ def test_collector_unit_keeps_state_and_reloads() -> None:
     text = (ROOT / "config" / "systemd" / "vdiwatch-collector.service").read_text()
     assert "StateDirectory=vdiwatch" in text
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text
+
+
+def test_collector_unit_has_room_for_every_connection() -> None:
+    """Without LimitNOFILE= systemd gives 1,024 descriptors, below the 4,096 connections allowed."""
+    from collector.config import CollectorSection
+    from collector.fdlimit import HEADROOM
+
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read_string((ROOT / "config" / "systemd" / "vdiwatch-collector.service").read_text())
+    assert int(parser["Service"]["LimitNOFILE"]) >= CollectorSection().max_connections + HEADROOM
