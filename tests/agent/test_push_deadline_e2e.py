@@ -171,12 +171,20 @@ def huge_refusal(conn: socket.socket, collector: Collector) -> None:
     if request is None:
         return
     collector.send(conn, b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: %d\r\n\r\n" % HUGE_BYTES)
-    chunk = b"[" * 65536
+                   b'Content-Length: %d\r\n\r\n{"error": "' % HUGE_BYTES)
+    chunk = b"x" * 65536
     for _ in range(HUGE_BYTES // len(chunk)):
         if collector.stopping.is_set():
             return
         collector.send(conn, chunk)
+
+
+def nested_refusal(conn: socket.socket, collector: Collector) -> None:
+    """A 400 whose body nests JSON arrays deeper than Python's parser can follow."""
+    body = b"[" * 60000
+    if read_request(conn) is not None:
+        collector.send(conn, b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 class Recording:
@@ -356,3 +364,14 @@ def test_an_accepting_collector_is_reached_on_one_kept_alive_connection() -> Non
         assert [r.outcome for r in results] == [ACCEPTED] * 3
         assert [r["n"] for r in collector.reports] == [0, 1, 2]
         assert len(collector.connections) == 1
+
+
+def test_a_refusal_nested_too_deep_to_parse_is_a_refusal_not_a_crash() -> None:
+    with Collector(nested_refusal) as collector:
+        pusher = Pusher(collector.url, timeout=5.0)
+        try:
+            # Before: RecursionError out of push(), which ended the agent's loop.
+            result = pusher.push({"host": "vda-deep-01"}, deadline=time.monotonic() + 30)
+        finally:
+            pusher.close()
+        assert (result.outcome, result.status, result.reason) == (REJECTED, 400, "http_400")
