@@ -141,6 +141,9 @@ class SocketRegistry:
 
 
 def _shut(sock: Any) -> None:
+    """Shut both directions of the connection down. Should a blocked read not wake at once
+    (Winsock does not promise it), the collector's next byte resets the connection: data that
+    arrives after SD_RECEIVE does (learn.microsoft.com, winsock2 `shutdown`, Remarks)."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
