@@ -228,11 +228,15 @@ def test_wrong_basic_passwords_from_80_connections_leave_pushes_answered(tmp_pat
         proc.stop()
 
 
-@pytest.mark.parametrize("fd_limit", [None, LOW_FD_LIMIT], ids=["open-file limit high", "open-file limit 1024"])
-def test_4100_one_byte_connections_leave_pushes_answered(tmp_path: Path, fd_limit) -> None:
+@pytest.mark.parametrize("fd_limit,per_address", [(None, 100000), (LOW_FD_LIMIT, 100000), (None, None)],
+                         ids=["open-file limit high", "open-file limit 1024", "per-address cap"])
+def test_4100_one_byte_connections_leave_pushes_answered(tmp_path: Path, fd_limit, per_address) -> None:
+    """With the per-address cap out of the way, the connection cap, the head deadline and the
+    descriptors are under test; with the default cap, the attacker and the agent share 127.0.0.1."""
     fd_headroom()
-    # the per-address cap out of the way: the connection cap, the head deadline and descriptors are under test
-    config = "[collector]\nmin_report_interval = 0.0\nmax_connections_per_address = 100000\n"
+    config = "[collector]\nmin_report_interval = 0.0\n"
+    if per_address is not None:
+        config += f"max_connections_per_address = {per_address}\n"
     proc = CollectorProcess(tmp_path, config)
     if fd_limit is not None:  # as under the unit without LimitNOFILE=: soft and hard limit alike
         proc.args[1:3] = ["-c", "import resource, runpy, sys; "
@@ -247,7 +251,8 @@ def test_4100_one_byte_connections_leave_pushes_answered(tmp_path: Path, fd_limi
             wait_until(lambda: attack.stats().get("closed_by_server", 0) >= 1000, 15, "connections closed")
             assert proc.post(report_fixture("lvda-07.json")).status_code == 200
         stats = attack.stats()
-        show(f"{SLOW_CONNECTIONS} one-byte connections, fd limit {fd_limit or 'high'}", latencies, stats)
+        show(f"{SLOW_CONNECTIONS} one-byte connections, fd limit {fd_limit or 'high'}, "
+             f"per-address cap {per_address or 'default'}", latencies, stats)
         log = proc.log()
         if fd_limit is not None:
             assert log.count("the open-file limit is 1024") == 1, log[-3000:]
