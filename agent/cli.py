@@ -27,7 +27,7 @@ from agent.config import (
     load_machine_config,
     resolve_host,
 )
-from agent.configfile import ConfigError
+from agent.configfile import ConfigError, shown
 from agent.failover import FailoverPusher
 from agent.push import Pusher
 from agent.runner import Agent, os_name, schedule_phase, waiter
@@ -91,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         config = load_machine_config(args.config)
         if args.collector:
             if not is_collector_url(args.collector):
-                raise ConfigError("--collector", [f"must be an http:// or https:// URL, got {args.collector!r}"])
+                raise ConfigError("--collector", [f"must be an http:// or https:// URL, got {shown(args.collector)}"])
             config = dataclasses.replace(config, agent=dataclasses.replace(
                 config.agent, collector_url=args.collector, collector_urls=()))
         host = resolve_host(config.agent.host)

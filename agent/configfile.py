@@ -74,6 +74,8 @@ def load(path: Optional[str], schema: Type[T], env: Optional[Dict[str, str]] = N
             doc = tomllib.loads(f.read().decode("utf-8-sig"))
     except OSError as e:
         raise ConfigError(source, [f"cannot read file: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(source, [f"not UTF-8 (byte {e.start}): save the file as UTF-8"]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [f"not valid TOML: {e}"]) from None
     return from_dict(doc, schema, source, env=os.environ if env is None else env,

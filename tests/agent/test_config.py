@@ -196,3 +196,19 @@ def test_ordinary_values_are_shown_but_a_url_without_its_password_and_a_list_by_
     assert "agent.disabled_collectors: must list collector names" in text and "item 1 is 'dsks' (of 3)" in text
     assert "'cpu'" not in text  # not the whole list
     assert "agent.interval: must be a number of seconds from 1 to 86400, got 0.5" in text
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_the_file(tmp_path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes('[agent]\nsite = "Rathaus"\n'.encode("utf-16"))
+    with pytest.raises(ConfigError) as e:
+        load_agent_config(str(path))
+    assert str(path) in e.value.render() and "not UTF-8" in e.value.render()
+
+
+def test_collector_url_on_the_command_line_is_shown_without_its_password(capsys) -> None:
+    from agent.cli import main
+
+    assert main(["--collector", "ftp://user:s3cret@collector:9847", "--once", "--print"]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "***@" in err
