@@ -147,6 +147,7 @@ def run(config: CollectorConfig, listen: tuple, config_path: Optional[str] = Non
     c = config.collector
     server = HttpServer(api, listen[0], listen[1], request_timeout=c.request_timeout, header_timeout=c.header_timeout,
                         tls=tls, max_connections=c.max_connections, max_per_address=c.max_connections_per_address)
+    api.metrics.watch_connections(lambda: {"evicted": server.evicted, "refused": server.refused})
     try:
         return asyncio.run(_serve(api, server, config, config_path, snapshot_path, tls is not None))
     finally:

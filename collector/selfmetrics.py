@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Dict, Iterable
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -15,7 +15,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent import report as contract
@@ -57,6 +57,25 @@ class _HostsByState(Collector):
         yield family
 
 
+CONNECTION_ACTIONS = ("evicted", "refused")
+
+
+class _ConnectionsShed(Collector):
+    """Connections the transport closed or refused at its caps; read from it at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Dict[str, int]] = lambda: {}
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        counts = self.source()
+        family = CounterMetricFamily(
+            "vdi_collector_connections_shed", "Connections closed to make room (evicted) or answered 503 "
+            "(refused) at the connection caps.", labels=["action"])
+        for action in CONNECTION_ACTIONS:
+            family.add_metric([action], counts.get(action, 0))
+        yield family
+
+
 class SelfMetrics:
     """Counters the HTTP edge updates, and the text they render to."""
 
@@ -84,6 +103,12 @@ class SelfMetrics:
         self.snapshot_failures = Counter("vdi_collector_snapshot_failures",
                                          "Snapshot writes that failed.", registry=r)
         r.register(_HostsByState(store))
+        self._shed = _ConnectionsShed()
+        r.register(self._shed)
+
+    def watch_connections(self, source: Callable[[], Dict[str, int]]) -> None:
+        """Export the transport's counts of shed connections (`{"evicted": n, "refused": m}`)."""
+        self._shed.source = source
 
     def render(self) -> str:
         return generate_latest(self.registry).decode("utf-8")

@@ -258,6 +258,10 @@ def test_4100_one_byte_connections_leave_pushes_answered(tmp_path: Path, fd_limi
             assert log.count("the open-file limit is 1024") == 1, log[-3000:]
         else:
             assert "open-file limit" not in log
+        if per_address is None:  # 4,100 connections from one address past a cap of 256: the metric says so
+            evicted = [line for line in proc.metrics().splitlines()
+                       if line.startswith('vdi_collector_connections_shed_total{action="evicted"}')]
+            assert evicted and float(evicted[0].split()[-1]) >= SLOW_CONNECTIONS - 256, evicted
         no_tracebacks(proc)
     finally:
         proc.stop()
