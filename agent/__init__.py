@@ -1,3 +1,5 @@
 """vdiwatch agent: collects host resource use and sessions and pushes one report per interval."""
 
-__version__ = "0.1.0"
+from contract import __version__
+
+__all__ = ["__version__"]

@@ -27,10 +27,10 @@ from agent.config import (
     load_machine_config,
     resolve_host,
 )
-from agent.configfile import ConfigError, shown
 from agent.failover import FailoverPusher
 from agent.push import Pusher
 from agent.runner import Agent, os_name, schedule_phase, waiter
+from contract.configfile import ConfigError, shown
 
 log = logging.getLogger("agent")
 

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from agent.collectors import MODULES
 from agent.collectors._common import fits_label
-from agent.configfile import ConfigError, checked, load, secret
-from agent.report import DEFAULT_LIMITS, HOST_NAME_RE
+from contract.configfile import ConfigError, checked, load, secret
+from contract.report import DEFAULT_LIMITS, HOST_NAME_RE
 
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:9847"
 LOG_LEVELS = ("debug", "info", "warning", "error")

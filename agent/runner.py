@@ -26,7 +26,7 @@ from agent.collectors import Runner
 from agent.collectors._common import fits_label
 from agent.config import AgentConfig
 from agent.push import Pusher, PushResult
-from agent.report import DEFAULT_LIMITS, SCHEMA_VERSION
+from contract.report import DEFAULT_LIMITS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ GOODBYE_SECONDS = 10.0  # at most this long for the goodbye: service managers wa
 def build_report(*, host: str, site: str, delivery_group: str, timestamp: float, agent: Dict[str, Any],
                  statuses: Dict[str, Dict[str, Any]], readings: Dict[str, Any],
                  goodbye: bool = False) -> Dict[str, Any]:
-    """One report, contract v1 (agent/report.py, docs/report-format.md), as a JSON-ready dict."""
+    """One report, contract v1 (contract/report.py, docs/report-format.md), as a JSON-ready dict."""
     report: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "host": host,

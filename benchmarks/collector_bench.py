@@ -37,8 +37,8 @@ import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from agent.report import parse_report
 from collector.exposition import FAMILIES, render_report
+from contract.report import parse_report
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "tests" / "fixtures" / "reports" / "vda-win-01.json"

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from agent.configfile import ConfigError
 from collector import __version__, snapshot
 from collector.auth import PushAuth, ScrapeAuth, hash_password, hash_token, new_token
 from collector.config import AuthSection, CollectorConfig, is_loopback, load_collector_config, parse_listen
@@ -23,6 +22,7 @@ from collector.httpserver import HttpServer
 from collector.selfmetrics import SelfMetrics
 from collector.server import Api, EdgeLimits
 from collector.store import HostStore
+from contract.configfile import ConfigError
 
 log = logging.getLogger("collector")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from agent.configfile import ConfigError, checked, load, secret
-from agent.report import Limits
 from collector.auth import TokenScope, is_valid_sha256, parse_password_hash
+from contract.configfile import ConfigError, checked, load, secret
+from contract.report import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:9847"
 

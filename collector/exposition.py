@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from agent.report import Report
+from contract.report import Report
 
 COUNTER = "counter"
 GAUGE = "gauge"

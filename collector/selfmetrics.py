@@ -18,10 +18,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent import report as contract
 from collector import __version__
 from collector.exposition import HOST_STATES
 from collector.store import HostStore
+from contract import report as contract
 
 # Reasons a report can be refused: the contract's plus the HTTP edge's own.
 REASON_BAD_JSON = "bad_json"

@@ -20,17 +20,6 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qs, unquote
 
-from agent.report import (
-    CONTROL_RE,
-    HOST_NAME_RE,
-    Limits,
-    Problem,
-    ReportError,
-    canonical_host,
-    parse_report,
-    report_to_doc,
-    report_to_json,
-)
 from collector import status
 from collector.auth import AuthError, PushAuth, ScrapeAuth, TokenScope
 from collector.exposition import blocks, family_parts
@@ -46,6 +35,17 @@ from collector.selfmetrics import (
     SelfMetrics,
 )
 from collector.store import HostOwned, HostStore, StoreFull, TooFrequent
+from contract.report import (
+    CONTROL_RE,
+    HOST_NAME_RE,
+    Limits,
+    Problem,
+    ReportError,
+    canonical_host,
+    parse_report,
+    report_to_doc,
+    report_to_json,
+)
 
 log = logging.getLogger(__name__)
 

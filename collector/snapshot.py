@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
-from agent.report import Limits, Report, ReportError, parse_report, report_to_json
 from collector.store import HostStore
+from contract.report import Limits, Report, ReportError, parse_report, report_to_json
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
-from agent.report import Report
 from collector.exposition import HOST_STATES, LIVE_INDEX, Columns, Rendered, render_live, render_report
+from contract.report import Report
 
 HISTORY_LENGTH = 20
 MAX_REJECTIONS_KEPT = 10_000

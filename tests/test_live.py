@@ -40,7 +40,7 @@ def test_agent_once_reports_this_hosts_memory(collector_process: CollectorProces
 
 
 def test_once_print_pushes_nothing_and_prints_a_valid_report(collector_process: CollectorProcess) -> None:
-    from agent.report import parse_report
+    from contract.report import parse_report
     r = agent("--once", "--print", "--collector", collector_process.url)
     assert r.returncode == 0, r.stderr
     report = parse_report(json.loads(r.stdout))

@@ -25,7 +25,7 @@ scrapes and evaluates every SCRAPE seconds; the collector keeps its default of
 3 missed intervals for staleness.
 
 The agents report every AGENT_INTERVAL = 1 s of real time, the smallest
-interval the report contract allows (agent/report.py): two simulated minutes
+interval the report contract allows (contract/report.py): two simulated minutes
 instead of the real 15 s, so a range window holds few reports and a host goes
 stale 3 s (six simulated minutes) after its last report. That is what the
 rehearsal measures, not the production timing.

@@ -7,7 +7,7 @@ import platform
 from typing import List
 
 from agent.collectors import Context
-from agent.report import CONTROL_RE, DEFAULT_LIMITS
+from contract.report import CONTROL_RE, DEFAULT_LIMITS
 
 
 def os_name(ctx: Context) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 
 from agent.collectors import Collector, register
 from agent.collectors._common import fits_label
-from agent.report import DEFAULT_LIMITS
+from contract.report import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 

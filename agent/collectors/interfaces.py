@@ -23,7 +23,7 @@ from typing import Any, Dict, List
 
 from agent.collectors import Collector, register
 from agent.collectors._common import FirstN, fits_label, os_name
-from agent.report import DEFAULT_LIMITS
+from contract.report import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 

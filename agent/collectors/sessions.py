@@ -24,7 +24,6 @@ from typing import Any, Dict, List, Optional
 
 from agent.collectors import Collector, Context, register
 from agent.collectors._common import fits_label, os_name
-from agent.report import DEFAULT_LIMITS, SESSION_PROTOCOLS, SESSION_STATES
 from agent.sessions import logind
 from agent.sessions.lifecycle import LifecycleTracker
 from agent.sessions.model import Session, SessionSource
@@ -42,6 +41,7 @@ from agent.sessions.settings import SESSIONS_DEFAULTS, section, site
 from agent.sessions.states import DISCONNECTED, OTHER, effective_state
 from agent.sessions.utmp import UtmpSource
 from agent.sessions.windows import WindowsSource, WtsApi
+from contract.report import DEFAULT_LIMITS, SESSION_PROTOCOLS, SESSION_STATES
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """One user session as every source reports it, and the interface of a source.
 
 A source maps its OS's view to the report contract's states and protocols
-(agent/report.py: SESSION_STATES, SESSION_PROTOCOLS) but never decides `idle`:
+(contract/report.py: SESSION_STATES, SESSION_PROTOCOLS) but never decides `idle`:
 that needs the operator's `idle_after`, applied by states.effective_state.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from agent.report import Report, parse_report
+from contract.report import Report, parse_report
 
 
 def report_with(readings: Dict[str, Any], **top: Any) -> Dict[str, Any]:

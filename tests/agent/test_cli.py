@@ -17,10 +17,10 @@ import pytest
 from agent import __version__
 from agent.cli import build_agent, main
 from agent.config import AgentConfig, AgentSection, resolve_host
-from agent.report import parse_report
 from collector.selfmetrics import SelfMetrics
 from collector.server import Api, Request
 from collector.store import HostStore
+from contract.report import parse_report
 from tests.agent import fakepsutil
 from tests.conftest import ROOT
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, AgentSection, SessionsSection, load_agent_config, resolve_host
-from agent.configfile import ConfigError
+from contract.configfile import ConfigError
 
 
 def write(tmp_path: Path, text: str, name: str = "agent.toml") -> str:

@@ -1,4 +1,4 @@
-"""docs/report-format.md stays in step with agent/report.py and the collector's reasons."""
+"""docs/report-format.md stays in step with contract/report.py and the collector's reasons."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import dataclasses
 import json
 import re
 
-from agent.report import Limits, parse_report
 from collector.selfmetrics import REJECTION_REASONS
+from contract.report import Limits, parse_report
 from tests.conftest import FIXTURES, ROOT
 
 DOC = (ROOT / "docs" / "report-format.md").read_text(encoding="utf-8")

@@ -8,8 +8,8 @@ import pytest
 
 from agent.config import AgentConfig, AgentSection
 from agent.push import ACCEPTED, PushResult
-from agent.report import parse_report
 from agent.runner import Agent, _linux_pretty_name, agent_info, build_report, next_tick, os_release
+from contract.report import parse_report
 
 AGENT = {"version": "0.1.0", "os": "windows", "os_release": "Windows Server 2022 Datacenter 10.0.20348",
          "interval_seconds": 15.0, "start_time_seconds": 1764540000.0}

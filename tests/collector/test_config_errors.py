@@ -17,9 +17,9 @@ from typing import Iterator, List, Tuple
 import pytest
 
 from agent.config import AgentConfig
-from agent.configfile import ConfigError, is_sensitive
 from collector.auth import hash_token
 from collector.config import CollectorConfig, load_collector_config
+from contract.configfile import ConfigError, is_sensitive
 from tests.conftest import ROOT
 
 RAW_TOKEN = "vdw_Raw9TokenPastedWhereItsHashBelongs_x7Qm2Zk4Lp8Wc3"

@@ -5,8 +5,8 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.report import parse_report
 from collector.exposition import FAMILIES, escape, number, render_hosts, render_live, render_report
+from contract.report import parse_report
 from tests.conftest import FIXTURES, ROOT
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from agent.collectors import Context
 from agent.collectors.sessions import SessionsCollector
-from agent.report import parse_report
 from agent.runner import agent_info, build_report
 from collector.exposition import render_hosts, render_live, render_report
+from contract.report import parse_report
 from tests.agent.collectors.test_sessions_collector import config
 from tests.agent.sessions.fakes import (
     SESSION_FIXTURES,

@@ -95,8 +95,8 @@ def test_config_error_exits_2_naming_file_and_key(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_example_config_is_valid_and_matches_defaults() -> None:
-    from agent.configfile import load
     from collector.config import CollectorConfig
+    from contract.configfile import load
     from tests.conftest import ROOT
     assert load(str(ROOT / "config" / "collector.toml"), CollectorConfig) == CollectorConfig()
 

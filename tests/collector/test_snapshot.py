@@ -3,9 +3,9 @@ from __future__ import annotations
 import json
 import logging
 
-from agent.report import Limits, parse_report
 from collector import snapshot
 from collector.store import HostStore
+from contract.report import Limits, parse_report
 from tests.conftest import FIXTURES
 
 NAMES = ("vda-win-01.json", "lvda-07.json", "vda-win-02-goodbye.json")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from agent.report import parse_report
 from collector.store import HostOwned, HostStore, StoreFull, TooFrequent
+from contract.report import parse_report
 from tests.conftest import FIXTURES
 
 

@@ -24,7 +24,7 @@ def test_wheel_and_sdist_build_install_and_run(tmp_path: Path) -> None:
     sdists = list(dist.glob("vdiwatch-*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, list(dist.iterdir())
     names = zipfile.ZipFile(wheels[0]).namelist()
-    assert "agent/report.py" in names and "collector/server.py" in names and "agent/winservice.py" in names
+    assert "contract/report.py" in names and "collector/server.py" in names and "agent/winservice.py" in names
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheels[0]).read(entry_points).decode()

@@ -11,8 +11,8 @@ import pytest
 
 from agent import winservice
 from agent.config import AgentConfig, machine_overrides
-from agent.configfile import ConfigError
 from agent.winservice import ServiceRunner, ServiceState, quote_arg, service_command, service_command_line
+from contract.configfile import ConfigError
 
 ENV = {"ProgramData": r"C:\ProgramData"}
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from agent.report import parse_report
 from agent.simfarm import Farm, demand
+from contract.report import parse_report
 
 MIDNIGHT = 1796083200 - (1796083200 % 86400)  # 2026-12-01 00:00 UTC
 HOUR = 3600

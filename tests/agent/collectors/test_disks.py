@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from agent.collectors.disks import DisksCollector, parent_disk
-from agent.report import DEFAULT_LIMITS
+from contract.report import DEFAULT_LIMITS
 from tests.agent import fakepsutil
 from tests.agent.helpers import parse_reading
 

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from agent.collectors.filesystems import FilesystemsCollector, wanted
-from agent.report import DEFAULT_LIMITS
+from contract.report import DEFAULT_LIMITS
 from tests.agent import fakepsutil
 from tests.agent.helpers import parse_reading
 

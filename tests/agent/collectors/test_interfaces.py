@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from agent.collectors.interfaces import InterfacesCollector, is_loopback
-from agent.report import DEFAULT_LIMITS
+from contract.report import DEFAULT_LIMITS
 from tests.agent import fakepsutil
 from tests.agent.helpers import parse_reading
 

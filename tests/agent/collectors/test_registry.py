@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from agent import collectors
-from agent.report import parse_report
 from agent.runner import build_report
+from contract.report import parse_report
 from tests.agent import fakepsutil
 from tests.agent.helpers import report_with
 

@@ -13,9 +13,9 @@ import pytest
 
 from agent.collectors import Context
 from agent.collectors.sessions import SessionsCollector, choose_source
-from agent.report import SESSION_PROTOCOLS, SESSION_STATES
 from agent.sessions.model import Session
 from agent.sessions.privacy import pseudonym
+from contract.report import SESSION_PROTOCOLS, SESSION_STATES
 from tests.agent.helpers import parse_reading
 from tests.agent.sessions.fakes import (
     SESSION_FIXTURES,

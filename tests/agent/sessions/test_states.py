@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.report import SESSION_STATES
 from agent.sessions import states
+from contract.report import SESSION_STATES
 
 
 @pytest.mark.parametrize("code, name, mapped", [
