@@ -263,6 +263,42 @@ class ServiceRunner:
         self.stop.set()
 
 
+# Service timings, in milliseconds. The goodbye takes at most agent.runner.GOODBYE_SECONDS (10 s);
+# the SCM expects the next status report within the wait hint of a STOP_PENDING.
+STOP_WAIT_HINT_MS = 15000
+# How long Windows waits at shutdown for a service that accepts SERVICE_CONTROL_PRESHUTDOWN before
+# it goes on (SERVICE_PRESHUTDOWN_INFO; 10 s by default since Windows 10 1703, too little for a
+# goodbye that may retry for 10 s). Shutdown goes on as soon as the service reports STOPPED.
+PRESHUTDOWN_TIMEOUT_MS = 20000
+RESTART_DELAY_MS = 10000
+FAILURE_RESET_SECONDS = 86400
+
+
+def configure_recovery(ws: Any, handle: Any) -> List[str]:
+    """Restart on failure and time for the goodbye at shutdown; returns what Windows refused.
+
+    Failure actions alone run only when the process dies without reporting SERVICE_STOPPED. A
+    Python exception makes pywin32 report SERVICE_STOPPED with ERROR_SERVICE_SPECIFIC_ERROR, which
+    counts as a failure only with fFailureActionsOnNonCrashFailures set
+    (SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, see SERVICE_FAILURE_ACTIONS_FLAG in winsvc.h).
+    """
+    settings = (
+        ("restart on failure", ws.SERVICE_CONFIG_FAILURE_ACTIONS,
+         {"ResetPeriod": FAILURE_RESET_SECONDS, "RebootMsg": None, "Command": None,
+          "Actions": [(ws.SC_ACTION_RESTART, RESTART_DELAY_MS)] * 3}),
+        ("restart after a stop with an error (fFailureActionsOnNonCrashFailures)",
+         ws.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, True),
+        ("the pre-shutdown timeout for the goodbye", ws.SERVICE_CONFIG_PRESHUTDOWN_INFO, PRESHUTDOWN_TIMEOUT_MS),
+    )
+    problems = []
+    for what, level, value in settings:
+        try:
+            ws.ChangeServiceConfig2(handle, level, value)
+        except Exception as e:  # noqa: BLE001 - pywintypes.error; one refused setting leaves the others
+            problems.append(f"cannot set {what}: {e}")
+    return problems
+
+
 class Win32Services:
     """The Service Control Manager through pywin32 (modules injectable, so the error handling is
     tested on Linux with fakes).
@@ -301,9 +337,8 @@ class Win32Services:
                                       None, 0, None, None, None)
             try:
                 ws.ChangeServiceConfig2(handle, ws.SERVICE_CONFIG_DESCRIPTION, description)
-                ws.ChangeServiceConfig2(handle, ws.SERVICE_CONFIG_FAILURE_ACTIONS, {
-                    "ResetPeriod": 86400, "RebootMsg": None, "Command": None,
-                    "Actions": [(ws.SC_ACTION_RESTART, 10000)] * 3})
+                for problem in configure_recovery(ws, handle):
+                    log.warning("%s: %s", name, problem)
             finally:
                 ws.CloseServiceHandle(handle)
         except Exception as e:  # noqa: BLE001
@@ -347,39 +382,80 @@ def run_as_service(config: Path) -> int:  # pragma: no cover - needs Windows and
     return EXIT_OK
 
 
-def _service_class(config: Path):  # pragma: no cover - needs Windows and pywin32
-    import win32service
-    import win32serviceutil
+def load_service_config(path: Optional[str], load: Optional[Callable[[Optional[str]], Any]] = None,
+                        logger: Optional[logging.Logger] = None) -> Any:
+    """The service's config, loaded as the command line loads it, and its log_level applied:
+    the service has no --log-level, so the file (or its default, info) decides."""
+    if load is None:
+        from agent.config import load_machine_config as load
+    config = load(path)
+    (logger or logging.getLogger()).setLevel(config.agent.log_level.upper())
+    return config
 
-    class AgentService(win32serviceutil.ServiceFramework):
+
+def _service_class(config: Path, win32service: Any = None, win32serviceutil: Any = None,
+                   runner: Optional[Callable[[Path], ServiceRunner]] = None,
+                   handlers: Optional[Callable[[], List[logging.Handler]]] = None) -> Any:
+    """The class pywin32 hosts (pythonservice.exe, or this interpreter through `run_as_service`).
+
+    pywin32's modules, the runner and the log handlers are injectable, so that tests drive the
+    class through a fake ServiceFramework on Linux.
+    """
+    if win32service is None or win32serviceutil is None:  # pragma: no cover - Windows
+        import win32service as real_ws
+        import win32serviceutil as real_wsu
+        win32service, win32serviceutil = real_ws, real_wsu
+    ws = win32service
+    framework: Any = win32serviceutil.ServiceFramework
+    make_runner = runner or (lambda path: ServiceRunner(path, load=load_service_config))
+    # Logs beside the config, in the folder the installer protects (SYSTEM and Administrators),
+    # wherever the service's environment says %ProgramData% is.
+    make_handlers = handlers or (lambda: log_handlers(
+        config.parent, lambda: logging.handlers.NTEventLogHandler(SERVICE_NAME)))
+
+    class AgentService(framework):
         _svc_name_ = SERVICE_NAME
         _svc_display_name_ = DISPLAY_NAME
         _svc_description_ = DESCRIPTION
 
         def __init__(self, args):
             super().__init__(args)
-            self.runner = ServiceRunner(config)
+            self.runner = make_runner(config)
 
         def GetAcceptedControls(self):  # noqa: N802 - pywin32's name
-            return super().GetAcceptedControls() | win32service.SERVICE_ACCEPT_SHUTDOWN
+            # Pre-shutdown comes before the shutdown notice and waits up to the service's
+            # PRESHUTDOWN_TIMEOUT_MS for it to stop: time for the goodbye at the nightly power-down.
+            return (super().GetAcceptedControls() | ws.SERVICE_ACCEPT_SHUTDOWN
+                    | ws.SERVICE_ACCEPT_PRESHUTDOWN)
 
-        def SvcDoRun(self):  # noqa: N802
+        def ServiceCtrlHandlerEx(self, control, event_type, data):  # noqa: N802
+            if control == ws.SERVICE_CONTROL_PRESHUTDOWN:  # pywin32's dispatcher passes it to SvcOtherEx
+                return self.SvcShutdown()
+            return super().ServiceCtrlHandlerEx(control, event_type, data)
+
+        def SvcDoRun(self):  # noqa: N802 - pywin32 has reported SERVICE_RUNNING already (SvcRun)
             root = logging.getLogger()
-            root.setLevel(logging.INFO)
-            for handler in log_handlers(program_data(), lambda: logging.handlers.NTEventLogHandler(SERVICE_NAME)):
+            root.setLevel(logging.INFO)  # until the config says otherwise (load_service_config)
+            for handler in make_handlers():
                 root.addHandler(handler)
-            self.ReportServiceStatus(win32service.SERVICE_RUNNING)
             try:
                 self.runner.run()
             except Exception:  # noqa: BLE001 - logged to the file and the event log, then the SCM restarts us
                 log.exception("the agent stopped on an error")
-                raise
+                raise  # pywin32 reports SERVICE_STOPPED with an error: a failure for the recovery settings
+            if not self.runner.stop.is_set():
+                log.error("the agent ended without a stop request")
+                raise ServiceError("the agent ended without a stop request")
 
         def SvcStop(self):  # noqa: N802
-            self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING, waitHint=20000)
-            self.runner.request_stop()
+            self._stop_with_goodbye()
 
-        def SvcShutdown(self):  # noqa: N802
+        def SvcShutdown(self):  # noqa: N802 - the shutdown and pre-shutdown notices
+            self._stop_with_goodbye()
+
+        def _stop_with_goodbye(self):
+            # STOP_PENDING with a wait hint tells the SCM (and shutdown) to wait for the goodbye.
+            self.ReportServiceStatus(ws.SERVICE_STOP_PENDING, waitHint=STOP_WAIT_HINT_MS)
             self.runner.request_stop()
 
     return AgentService
