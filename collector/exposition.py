@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from contract.report import Report
+from contract.report import HOST_STATES, Report
 
 COUNTER = "counter"
 GAUGE = "gauge"
@@ -79,7 +79,6 @@ FAMILIES: Tuple[Tuple[str, str, str], ...] = (
 FAMILY_NAMES = tuple(f[0] for f in FAMILIES)
 FAMILY_INDEX = {name: i for i, name in enumerate(FAMILY_NAMES)}
 
-HOST_STATES = ("up", "stale", "stopped", "maintenance")
 # Families rendered at scrape time because they depend on the clock, not on the report.
 LIVE_FAMILIES = ("vdi_agent_up", "vdi_host_state")
 

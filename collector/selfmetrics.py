@@ -19,9 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from collector import __version__
-from collector.exposition import HOST_STATES
 from collector.store import HostStore
 from contract import report as contract
+from contract.report import HOST_STATES
 
 # Reasons a report can be refused: the contract's plus the HTTP edge's own.
 REASON_BAD_JSON = "bad_json"

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote
 from collector import status
 from collector.auth import AuthError, PushAuth, ScrapeAuth, TokenScope
 from collector.exposition import blocks, family_parts
+from collector.renderer import Renderer
 from collector.selfmetrics import (
     REASON_BAD_CONTENT_TYPE,
     REASON_BAD_ENCODING,
@@ -120,8 +121,9 @@ class Api:
     def __init__(self, store: HostStore, metrics: SelfMetrics, limits: Limits = Limits(),
                  edge: EdgeLimits = EdgeLimits(), clock: Callable[[], float] = time.time,
                  push_auth: Optional[PushAuth] = None, scrape_auth: Optional[ScrapeAuth] = None,
-                 min_report_interval: float = 0.0):
+                 min_report_interval: float = 0.0, renderer: Optional[Renderer] = None):
         self.store = store
+        self.renderer = renderer or Renderer(store)
         self.metrics = metrics
         self.limits = limits
         self.edge = edge
@@ -273,7 +275,7 @@ class Api:
                 raise Rejected(e.status, e.reason, e.message,
                                [Problem("site", e.reason, e.message)]) from None
             try:
-                self.store.put(report, self.clock(), min_interval=self.min_report_interval)
+                entry = self.store.put(report, self.clock(), min_interval=self.min_report_interval)
             except HostOwned as e:
                 raise Rejected(409, REASON_HOST_OWNED, str(e), [Problem("site", REASON_HOST_OWNED, str(e))]) from None
             except TooFrequent as e:
@@ -293,6 +295,7 @@ class Api:
             if r.omitted:
                 answer["problems_omitted"] = r.omitted
             return json_response(r.status, answer, headers)
+        self.renderer.stored(entry)
         self.metrics.accepted.inc()
         self.activity.accepted()
         self.metrics.report_duration.observe(time.perf_counter() - start)
@@ -383,7 +386,7 @@ class Api:
 
     def metrics_page(self, request: Request) -> Response:
         start = time.perf_counter()
-        parts = family_parts(self.store.exposition())
+        parts = family_parts(self.renderer.columns())
         parts.append(self.metrics.render().encode("utf-8"))
         headers = {}
         body: Union[bytes, List[bytes]] = parts

@@ -6,8 +6,8 @@ Contract (relied on by the HTTP edge, the snapshot writer and the exposition):
   are atomic: a reader sees a host either before or after a report, never half.
 - Entries are immutable. A new report replaces the host's entry as a whole, so
   readers take a list of entries under the lock and render it outside the lock;
-  a scrape never blocks ingest for longer than a list copy. The pre-rendered
-  exposition (`Columns`) changes under the same lock as the entries it mirrors.
+  a scrape never blocks ingest for longer than a list copy. What is rendered
+  from entries belongs to `collector.renderer`, which this module knows nothing of.
 - Only valid reports reach the store: validation happens at the edge. An entry
   holds the parsed report, never the document as received, so what an agent
   adds beyond the contract is neither kept, nor snapshotted, nor served.
@@ -36,8 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
-from collector.exposition import HOST_STATES, LIVE_INDEX, Columns, Rendered, render_live, render_report
-from contract.report import Report
+from contract.report import HOST_STATES, Report
 
 HISTORY_LENGTH = 20
 MAX_REJECTIONS_KEPT = 10_000
@@ -82,7 +81,6 @@ class HostEntry:
     host: str
     report: Report
     received_at: float  # wall clock, for display and the exposition
-    rendered: Rendered
     seen: float  # monotonic clock: what liveness, expiry and rate limits measure from
     cpu_used_ratio: Optional[float] = None  # busy share of all CPUs since the previous report
     exempt_at: Optional[float] = None  # monotonic time of the last report let through inside the interval
@@ -115,9 +113,6 @@ class HostStore:
         self.max_hosts = max_hosts
         self._lock = threading.Lock()
         self._hosts: Dict[str, HostEntry] = {}
-        self._columns = Columns()
-        self._live: Dict[Tuple[str, bool, str], Tuple[bytes, bytes]] = {}
-        self._live_lock = threading.Lock()
         self._history: Dict[str, Deque[Tuple[float, str]]] = {}
         self._rejections: Dict[str, Tuple[float, str, str]] = {}
 
@@ -128,7 +123,7 @@ class HostStore:
         with self._lock:
             previous = self._hosts.get(report.host)
             exempt_at = self._admit(report, previous, seen, min_interval)
-        entry = HostEntry(report.host, report, received_at, render_report(report, received_at), seen,
+        entry = HostEntry(report.host, report, received_at, seen,
                           cpu_used_ratio(previous.report if previous else None, report), exempt_at)
         with self._lock:
             current = self._hosts.get(report.host)
@@ -138,7 +133,6 @@ class HostStore:
                 raise StoreFull(f"the collector holds its maximum of {self.max_hosts} hosts")
             self._note_change(current, entry)
             self._hosts[report.host] = entry
-            self._columns.set(report.host, entry.rendered)
         return entry
 
     @staticmethod
@@ -174,7 +168,6 @@ class HostStore:
 
     def _drop(self, host: str) -> None:
         del self._hosts[host]
-        self._columns.remove(host)
         self._history.pop(host, None)
 
     def _note_change(self, previous: Optional[HostEntry], entry: HostEntry) -> None:
@@ -235,13 +228,11 @@ class HostStore:
         restored = 0
         for received_at, report in reports:
             received_at = min(received_at, wall)
-            entry = HostEntry(report.host, report, received_at, render_report(report, received_at),
-                              mono - (wall - received_at), restored=True)
+            entry = HostEntry(report.host, report, received_at, mono - (wall - received_at), restored=True)
             with self._lock:
                 current = self._hosts.get(entry.host)
                 if current is None or current.received_at < entry.received_at:
                     self._hosts[entry.host] = entry
-                    self._columns.set(entry.host, entry.rendered)
                     restored += current is None
         return restored
 
@@ -291,29 +282,6 @@ class HostStore:
         for entry in self.entries():
             counts[self.liveness(entry, now).state] += 1
         return counts
-
-    def exposition(self, now: Optional[float] = None) -> List[List[bytes]]:
-        """Columns of chunks for one scrape, live families included; expired hosts are dropped first."""
-        now = self.monotonic() if now is None else now
-        self.expire(now)
-        with self._lock:
-            columns = self._columns.copy()
-            entries = list(self._hosts.values())
-        ups, states = [], []
-        with self._live_lock:  # scrapes may overlap; the cache is theirs alone
-            cache = self._live
-            for entry in entries:
-                live = self.liveness(entry, now)
-                key = (entry.rendered.labels, live.up, live.state)
-                chunks = cache.get(key)
-                if chunks is None:
-                    chunks = cache[key] = render_live(entry.rendered.labels, live.up, live.state)
-                ups.append(chunks[0])
-                states.append(chunks[1])
-            if len(cache) > 4 * len(entries) + 1024:
-                cache.clear()  # labels of hosts long gone; rebuilt on the next scrape
-        columns[LIVE_INDEX[0]], columns[LIVE_INDEX[1]] = ups, states
-        return columns
 
     def live_view(self, now: Optional[float] = None) -> List[Tuple[HostEntry, Liveness]]:
         """Entries still within their expiry, with their liveness, for one scrape."""

@@ -22,6 +22,8 @@ SCHEMA_VERSION = 1
 SESSION_STATES = ("active", "idle", "disconnected", "connecting", "other")
 SESSION_PROTOCOLS = ("ica", "rdp", "console", "ssh", "other")
 SESSION_SOURCES = ("windows", "logind", "utmp", "simulated")
+# A host's liveness as the collector derives it (the `state` label of vdi_host_state).
+HOST_STATES = ("up", "stale", "stopped", "maintenance")
 
 # Why a report was refused; the values are the `reason` label of
 # vdi_collector_reports_rejected_total, so the set is closed.

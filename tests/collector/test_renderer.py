@@ -1,0 +1,75 @@
+"""The renderer serves exactly what the store holds, whatever order ingest and scrapes come in."""
+
+from __future__ import annotations
+
+import json
+
+from collector.exposition import family_parts
+from collector.renderer import Renderer
+from collector.store import HostStore
+from contract.report import parse_report
+from tests.conftest import FIXTURES
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_796_083_200.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def report(**changes):
+    doc = json.loads((FIXTURES / "reports" / "vda-win-01.json").read_text())
+    doc.update(changes)
+    return parse_report(doc)
+
+
+def text(renderer: Renderer) -> str:
+    return b"".join(family_parts(renderer.columns())).decode()
+
+
+def test_entries_the_renderer_was_not_told_of_are_rendered_at_the_scrape() -> None:
+    clock = Clock()
+    store = HostStore(clock=clock, monotonic=clock)
+    store.restore([(clock.now - 5, report())])
+    store.put(report(host="vda-win-02"))  # nobody calls stored(): the scrape still shows it
+    exposition = text(Renderer(store))
+    assert 'vdi_host_state{host="vda-win-01",site="City Hall"' in exposition
+    assert 'vdi_host_cpus{host="vda-win-02",' in exposition
+
+
+def test_a_late_render_of_an_older_entry_does_not_replace_the_newer() -> None:
+    clock = Clock()
+    store = HostStore(clock=clock, monotonic=clock)
+    renderer = Renderer(store)
+    old = store.put(report(delivery_group="Old Group"))
+    clock.now += 20
+    renderer.stored(store.put(report(delivery_group="New Group")))
+    renderer.stored(old)  # a slow ingest thread finishing after a faster one
+    exposition = text(renderer)
+    assert 'delivery_group="New Group"' in exposition and "Old Group" not in exposition
+
+
+def test_hosts_that_expire_or_are_released_leave_the_exposition() -> None:
+    clock = Clock()
+    store = HostStore(clock=clock, monotonic=clock, expire_after=100)
+    renderer = Renderer(store)
+    renderer.stored(store.put(report()))
+    renderer.stored(store.put(report(host="vda-win-02")))
+    assert "vda-win-02" in text(renderer)
+    store.release("vda-win-02")
+    assert "vda-win-02" not in text(renderer)
+    clock.now += 101
+    assert "vda-win-01" not in text(renderer)
+    assert text(renderer) == ""
+
+
+def test_live_families_follow_the_clock_not_the_render() -> None:
+    clock = Clock()
+    store = HostStore(clock=clock, monotonic=clock)
+    renderer = Renderer(store)
+    renderer.stored(store.put(report()))
+    assert 'vdi_agent_up{host="vda-win-01",site="City Hall",delivery_group="Office Desktops"} 1' in text(renderer)
+    clock.now += 46
+    assert 'vdi_agent_up{host="vda-win-01",site="City Hall",delivery_group="Office Desktops"} 0' in text(renderer)
