@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast test-slow lint golden clean
+.PHONY: run test test-fast test-slow lint golden clean msi
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-fast: $(STAMP)
 ## test-slow: only the end-to-end tests that start real processes
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+## msi: the Windows agent's self-contained MSI, build/msi/vdiwatch-agent.msi (needs wixl; downloads cached in build/msi/cache)
+msi: $(STAMP)
+	$(BIN)/python scripts/build_msi.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
