@@ -189,7 +189,8 @@ class SameDataCollector:
         self.samples = samples
 
     def collect(self):
-        for name, kind, help_text in FAMILIES:
+        for f in FAMILIES:
+            name, kind, help_text = f.name, f.kind, f.help
             rows = self.samples.get(name)
             if not rows:
                 continue

@@ -1,10 +1,18 @@
-"""Render stored reports as Prometheus text exposition.
+"""Render stored reports as Prometheus text exposition, from one table of families.
+
+`FAMILIES` is the whole of the host exposition: one row per metric family with
+its name, type, help, extra label names and how to read its samples from a
+contract `Report`. A new gauge or counter is one row here (and one entry in
+docs/metrics.md, which a test holds to this table). Rows marked `live` depend
+on the clock, not on the report: `render_live` draws them from the host's
+liveness at every scrape.
 
 Why not prometheus_client here: building metric families on every scrape costs
 about 12 microseconds a series, seconds for a large farm. Instead each report is
-rendered once, when it arrives, into one text chunk per metric family; a scrape
-only joins chunks (`render_hosts`). prometheus_client stays the authority on the
-format: the tests parse this output with its parser and with `promtool`.
+rendered once, when it arrives, into one text chunk per family (`render_report`);
+a scrape only joins chunks (`collector.renderer`, then `family_parts`).
+prometheus_client stays the authority on the format: the tests parse this
+output with its parser and with `promtool`.
 
 A host's chunk for `vdi_host_load1` looks like this:
 
@@ -14,73 +22,229 @@ A host's chunk for `vdi_host_load1` looks like this:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from operator import attrgetter
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from contract.report import HOST_STATES, Report
 
 COUNTER = "counter"
 GAUGE = "gauge"
 
-# (name, type, help) in exposition order. docs/metrics.md documents each one.
-FAMILIES: Tuple[Tuple[str, str, str], ...] = (
-    ("vdi_agent_up", GAUGE, "1 while the host's agent reports, 0 once it missed 3 intervals; absent after a goodbye."),
-    ("vdi_host_state", GAUGE, "1 for the host's current state (up, stale, stopped, maintenance), 0 for the others."),
-    ("vdi_agent_last_report_timestamp_seconds", GAUGE, "When the collector received the host's last report."),
-    ("vdi_agent_info", GAUGE, "Agent version and OS; always 1."),
-    ("vdi_agent_interval_seconds", GAUGE, "The agent's reporting interval."),
-    ("vdi_agent_start_time_seconds", GAUGE, "When the agent process started."),
-    ("vdi_agent_clock_skew_seconds", GAUGE, "Agent clock minus collector clock when the report arrived."),
-    ("vdi_agent_collector_success", GAUGE, "1 when the agent's collector succeeded in the last report."),
-    ("vdi_agent_collector_duration_seconds", GAUGE, "How long the agent's collector took in the last report."),
-    ("vdi_host_cpus", GAUGE, "Logical CPUs."),
-    ("vdi_host_cpu_seconds_total", COUNTER, "CPU time by mode, summed over all CPUs."),
-    ("vdi_host_load1", GAUGE, "1-minute load average."),
-    ("vdi_host_load5", GAUGE, "5-minute load average."),
-    ("vdi_host_load15", GAUGE, "15-minute load average."),
-    ("vdi_host_memory_total_bytes", GAUGE, "Physical memory."),
-    ("vdi_host_memory_available_bytes", GAUGE, "Memory available to new processes without swapping."),
-    ("vdi_host_swap_total_bytes", GAUGE, "Swap or page file size."),
-    ("vdi_host_swap_used_bytes", GAUGE, "Swap or page file in use."),
-    ("vdi_host_filesystem_size_bytes", GAUGE, "Filesystem size."),
-    ("vdi_host_filesystem_avail_bytes", GAUGE, "Filesystem space available to unprivileged users."),
-    ("vdi_host_disk_read_bytes_total", COUNTER, "Bytes read from the disk."),
-    ("vdi_host_disk_written_bytes_total", COUNTER, "Bytes written to the disk."),
-    ("vdi_host_disk_reads_completed_total", COUNTER, "Read operations completed."),
-    ("vdi_host_disk_writes_completed_total", COUNTER, "Write operations completed."),
-    ("vdi_host_disk_io_time_seconds_total", COUNTER, "Time the disk was busy."),
-    ("vdi_host_network_receive_bytes_total", COUNTER, "Bytes received."),
-    ("vdi_host_network_transmit_bytes_total", COUNTER, "Bytes sent."),
-    ("vdi_host_network_receive_packets_total", COUNTER, "Packets received."),
-    ("vdi_host_network_transmit_packets_total", COUNTER, "Packets sent."),
-    ("vdi_host_network_receive_errs_total", COUNTER, "Receive errors."),
-    ("vdi_host_network_transmit_errs_total", COUNTER, "Transmit errors."),
-    ("vdi_host_network_receive_drop_total", COUNTER, "Inbound packets dropped."),
-    ("vdi_host_network_transmit_drop_total", COUNTER, "Outbound packets dropped."),
-    ("vdi_host_boot_time_seconds", GAUGE, "When the host booted."),
-    ("vdi_host_processes", GAUGE, "Processes running."),
-    ("vdi_sessions", GAUGE, "Sessions by state and protocol; every combination is exported."),
-    ("vdi_session_users", GAUGE, "Distinct users with a session."),
-    ("vdi_sessions_oldest_disconnect_timestamp_seconds", GAUGE,
-     "When the longest-disconnected session was disconnected."),
-    ("vdi_sessions_truncated", GAUGE, "1 when the host had more sessions than one report lists."),
-    ("vdi_session_logons_total", COUNTER, "Sessions that appeared since the agent started."),
-    ("vdi_session_logoffs_total", COUNTER, "Sessions that ended since the agent started."),
-    ("vdi_session_disconnects_total", COUNTER, "Transitions into the disconnected state."),
-    ("vdi_session_reconnects_total", COUNTER, "Transitions from disconnected back to connected."),
-    ("vdi_session_process_cpu_seconds_total", COUNTER, "CPU time of processes in user sessions and outside them."),
-    ("vdi_session_process_memory_bytes", GAUGE, "Resident memory of processes in user sessions and outside them."),
-    ("vdi_session_processes", GAUGE, "Processes in user sessions and outside them."),
-    ("vdi_user_cpu_cores", GAUGE, "CPU used over the last interval by one of the top users (pseudonymized)."),
-    ("vdi_user_memory_bytes", GAUGE, "Resident memory of one of the top users (pseudonymized)."),
-    ("vdi_host_max_sessions", GAUGE, "The most sessions the host should take."),
-    ("vdi_host_accepting_sessions", GAUGE, "1 when the host takes new logons, 0 when drained."),
-    ("vdi_host_maintenance", GAUGE, "1 when the operator put the host in maintenance."),
-)
-FAMILY_NAMES = tuple(f[0] for f in FAMILIES)
-FAMILY_INDEX = {name: i for i, name in enumerate(FAMILY_NAMES)}
+# One sample of a family: the values of its extra labels (in the row's order) and the value; None is left out.
+Sample = Tuple[Tuple[str, ...], Optional[float]]
+Read = Callable[[Report, float], Iterable[Sample]]  # (report, received_at) -> samples, in exposition order
 
-# Families rendered at scrape time because they depend on the clock, not on the report.
-LIVE_FAMILIES = ("vdi_agent_up", "vdi_host_state")
+
+def _none(_report: Report, _received_at: float) -> Iterable[Sample]:
+    return ()
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family: a row of `FAMILIES`."""
+
+    name: str
+    kind: str  # GAUGE or COUNTER
+    help: str
+    read: Read = _none
+    labels: Tuple[str, ...] = ()  # extra label names, after host, site and delivery_group
+    live: bool = False  # drawn from liveness at every scrape (`render_live`), not from the report
+
+
+def flag(value: object) -> int:
+    return 1 if value else 0
+
+
+def field(section: str, attr: str, convert: Optional[Callable[[object], float]] = None) -> Read:
+    """One unlabelled sample: `report.<section>.<attr>`, nothing when the section is absent."""
+    def read(report: Report, _received_at: float) -> Iterable[Sample]:
+        part = getattr(report, section)
+        if part is None:
+            return ()
+        value = getattr(part, attr)
+        return (((), value if convert is None else convert(value)),)
+    return read
+
+
+def each(section: str, attr: str, *label_attrs: str, convert: Optional[Callable[[object], float]] = None) -> Read:
+    """A sample per item of the list `report.<section>`: the item's `attr`, labelled by its `label_attrs`."""
+    value_of = attrgetter(attr)
+    labels_of = attrgetter(*label_attrs)
+    one_label = len(label_attrs) == 1
+
+    def read(report: Report, _received_at: float) -> Iterable[Sample]:
+        items = getattr(report, section)
+        if not items:
+            return ()
+        if convert is not None:
+            return [(_tuple(labels_of(item), one_label), convert(value_of(item))) for item in items]
+        if one_label:
+            return [((labels_of(item),), value_of(item)) for item in items]
+        return [(labels_of(item), value_of(item)) for item in items]
+    return read
+
+
+def _tuple(values: object, one: bool) -> Tuple[str, ...]:
+    return (values,) if one else values  # type: ignore[return-value]
+
+
+def pairs(section: str, attr: str) -> Read:
+    """A sample per (label value, value) pair of `report.<section>.<attr>` (cpu seconds by mode)."""
+    def read(report: Report, _received_at: float) -> Iterable[Sample]:
+        part = getattr(report, section)
+        if part is None:
+            return ()
+        return [((key,), value) for key, value in getattr(part, attr)]
+    return read
+
+
+def _session_counts(report: Report, _received_at: float) -> Iterable[Sample]:
+    if report.sessions is None:
+        return ()
+    return [((state, protocol), count) for state, protocol, count in report.sessions.counts]
+
+
+def process_groups(attr: str) -> Read:
+    """A sample per process class (`user`, `system`) the report has."""
+    def read(report: Report, _received_at: float) -> Iterable[Sample]:
+        s = report.sessions
+        if s is None:
+            return ()
+        return [((name,), getattr(group, attr))
+                for name, group in (("user", s.user_processes), ("system", s.system_processes)) if group]
+    return read
+
+
+def top_users(attr: str) -> Read:
+    """A sample per top user, the first entry of a user that appears twice."""
+    def read(report: Report, _received_at: float) -> Iterable[Sample]:
+        s = report.sessions
+        if s is None or not s.top_users:
+            return ()
+        seen = set()
+        out = []
+        for u in s.top_users:
+            if u.user not in seen:
+                seen.add(u.user)
+                out.append(((u.user,), getattr(u, attr)))
+        return out
+    return read
+
+
+def _agent_info(report: Report, _received_at: float) -> Iterable[Sample]:
+    a = report.agent
+    return (((a.version, a.os, a.os_release), 1),)
+
+
+def _received(_report: Report, received_at: float) -> Iterable[Sample]:
+    return (((), received_at),)
+
+
+def _clock_skew(report: Report, received_at: float) -> Iterable[Sample]:
+    return (((), round(report.timestamp_seconds - received_at, 3)),)
+
+
+# In exposition order. docs/metrics.md documents each one.
+FAMILIES: Tuple[Family, ...] = (
+    Family("vdi_agent_up", GAUGE, "1 while the host's agent reports, 0 once it missed 3 intervals; absent after a "
+           "goodbye.", live=True),
+    Family("vdi_host_state", GAUGE, "1 for the host's current state (up, stale, stopped, maintenance), 0 for the "
+           "others.", labels=("state",), live=True),
+    Family("vdi_agent_last_report_timestamp_seconds", GAUGE, "When the collector received the host's last report.",
+           _received),
+    Family("vdi_agent_info", GAUGE, "Agent version and OS; always 1.", _agent_info, ("version", "os", "os_release")),
+    Family("vdi_agent_interval_seconds", GAUGE, "The agent's reporting interval.", field("agent", "interval_seconds")),
+    Family("vdi_agent_start_time_seconds", GAUGE, "When the agent process started.",
+           field("agent", "start_time_seconds")),
+    Family("vdi_agent_clock_skew_seconds", GAUGE, "Agent clock minus collector clock when the report arrived.",
+           _clock_skew),
+    Family("vdi_agent_collector_success", GAUGE, "1 when the agent's collector succeeded in the last report.",
+           each("collectors", "success", "name", convert=flag), ("collector",)),
+    Family("vdi_agent_collector_duration_seconds", GAUGE, "How long the agent's collector took in the last report.",
+           each("collectors", "duration_seconds", "name"), ("collector",)),
+    Family("vdi_host_cpus", GAUGE, "Logical CPUs.", field("cpu", "count")),
+    Family("vdi_host_cpu_seconds_total", COUNTER, "CPU time by mode, summed over all CPUs.",
+           pairs("cpu", "seconds"), ("mode",)),
+    Family("vdi_host_load1", GAUGE, "1-minute load average.", field("load", "load1")),
+    Family("vdi_host_load5", GAUGE, "5-minute load average.", field("load", "load5")),
+    Family("vdi_host_load15", GAUGE, "15-minute load average.", field("load", "load15")),
+    Family("vdi_host_memory_total_bytes", GAUGE, "Physical memory.", field("memory", "total_bytes")),
+    Family("vdi_host_memory_available_bytes", GAUGE, "Memory available to new processes without swapping.",
+           field("memory", "available_bytes")),
+    Family("vdi_host_swap_total_bytes", GAUGE, "Swap or page file size.", field("memory", "swap_total_bytes")),
+    Family("vdi_host_swap_used_bytes", GAUGE, "Swap or page file in use.", field("memory", "swap_used_bytes")),
+    Family("vdi_host_filesystem_size_bytes", GAUGE, "Filesystem size.",
+           each("filesystems", "size_bytes", "mountpoint", "fstype"), ("mountpoint", "fstype")),
+    Family("vdi_host_filesystem_avail_bytes", GAUGE, "Filesystem space available to unprivileged users.",
+           each("filesystems", "avail_bytes", "mountpoint", "fstype"), ("mountpoint", "fstype")),
+    Family("vdi_host_disk_read_bytes_total", COUNTER, "Bytes read from the disk.",
+           each("disks", "read_bytes", "device"), ("device",)),
+    Family("vdi_host_disk_written_bytes_total", COUNTER, "Bytes written to the disk.",
+           each("disks", "written_bytes", "device"), ("device",)),
+    Family("vdi_host_disk_reads_completed_total", COUNTER, "Read operations completed.",
+           each("disks", "reads_completed", "device"), ("device",)),
+    Family("vdi_host_disk_writes_completed_total", COUNTER, "Write operations completed.",
+           each("disks", "writes_completed", "device"), ("device",)),
+    Family("vdi_host_disk_io_time_seconds_total", COUNTER, "Time the disk was busy.",
+           each("disks", "io_time_seconds", "device"), ("device",)),
+    Family("vdi_host_network_receive_bytes_total", COUNTER, "Bytes received.",
+           each("interfaces", "receive_bytes", "interface"), ("interface",)),
+    Family("vdi_host_network_transmit_bytes_total", COUNTER, "Bytes sent.",
+           each("interfaces", "transmit_bytes", "interface"), ("interface",)),
+    Family("vdi_host_network_receive_packets_total", COUNTER, "Packets received.",
+           each("interfaces", "receive_packets", "interface"), ("interface",)),
+    Family("vdi_host_network_transmit_packets_total", COUNTER, "Packets sent.",
+           each("interfaces", "transmit_packets", "interface"), ("interface",)),
+    Family("vdi_host_network_receive_errs_total", COUNTER, "Receive errors.",
+           each("interfaces", "receive_errors", "interface"), ("interface",)),
+    Family("vdi_host_network_transmit_errs_total", COUNTER, "Transmit errors.",
+           each("interfaces", "transmit_errors", "interface"), ("interface",)),
+    Family("vdi_host_network_receive_drop_total", COUNTER, "Inbound packets dropped.",
+           each("interfaces", "receive_drops", "interface"), ("interface",)),
+    Family("vdi_host_network_transmit_drop_total", COUNTER, "Outbound packets dropped.",
+           each("interfaces", "transmit_drops", "interface"), ("interface",)),
+    Family("vdi_host_boot_time_seconds", GAUGE, "When the host booted.", field("system", "boot_time_seconds")),
+    Family("vdi_host_processes", GAUGE, "Processes running.", field("system", "processes")),
+    Family("vdi_sessions", GAUGE, "Sessions by state and protocol; every combination is exported.",
+           _session_counts, ("state", "protocol")),
+    Family("vdi_session_users", GAUGE, "Distinct users with a session.", field("sessions", "users")),
+    Family("vdi_session_oldest_disconnect_timestamp_seconds", GAUGE,
+           "When the longest-disconnected session was disconnected.",
+           field("sessions", "oldest_disconnect_time_seconds")),
+    Family("vdi_session_list_truncated", GAUGE, "1 when the host had more sessions than one report lists.",
+           field("sessions", "truncated", flag)),
+    Family("vdi_session_logons_total", COUNTER, "Sessions that appeared since the agent started.",
+           field("sessions", "logons_total")),
+    Family("vdi_session_logoffs_total", COUNTER, "Sessions that ended since the agent started.",
+           field("sessions", "logoffs_total")),
+    Family("vdi_session_disconnects_total", COUNTER, "Transitions into the disconnected state.",
+           field("sessions", "disconnects_total")),
+    Family("vdi_session_reconnects_total", COUNTER, "Transitions from disconnected back to connected.",
+           field("sessions", "reconnects_total")),
+    Family("vdi_session_process_cpu_seconds_total", COUNTER,
+           "CPU time of processes in user sessions and outside them.",
+           process_groups("cpu_seconds_total"), ("class",)),
+    Family("vdi_session_process_memory_bytes", GAUGE,
+           "Resident memory of processes in user sessions and outside them.",
+           process_groups("memory_bytes"), ("class",)),
+    Family("vdi_session_processes", GAUGE, "Processes in user sessions and outside them.",
+           process_groups("processes"), ("class",)),
+    Family("vdi_user_cpu_cores", GAUGE, "CPU used over the last interval by one of the top users (pseudonymized).",
+           top_users("cpu_cores"), ("user",)),
+    Family("vdi_user_memory_bytes", GAUGE, "Resident memory of one of the top users (pseudonymized).",
+           top_users("memory_bytes"), ("user",)),
+    Family("vdi_host_max_sessions", GAUGE, "The most sessions the host should take.",
+           field("capacity", "max_sessions")),
+    Family("vdi_host_accepting_sessions", GAUGE, "1 when the host takes new logons, 0 when drained.",
+           field("capacity", "accepting_sessions", flag)),
+    Family("vdi_host_maintenance", GAUGE, "1 when the operator put the host in maintenance.",
+           field("capacity", "maintenance", flag)),
+)
+
+
+FAMILY_NAMES = tuple(f.name for f in FAMILIES)
+LIVE_INDEX = tuple(i for i, f in enumerate(FAMILIES) if f.live)  # vdi_agent_up, vdi_host_state
+_FROM_REPORT = tuple((f.name, f.labels, f.read) for f in FAMILIES)
 
 
 def escape(value: str) -> str:
@@ -111,125 +275,36 @@ class Rendered:
     chunks: Tuple[bytes, ...]
 
 
-_FRAGMENTS: Dict[Tuple[Tuple[str, str], ...], str] = {}
+_FRAGMENTS: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], str] = {}
 
 
-class _Chunks:
-    def __init__(self, labels: str):
-        self.labels = labels
-        self.lines: Dict[str, List[str]] = {}
-
-    def add(self, name: str, value: Optional[float], extra: Sequence[Tuple[str, str]] = ()) -> None:
-        if value is None:
-            return
-        if extra:
-            more = _FRAGMENTS.get(extra)
-            if more is None:
-                more = ",".join(f'{k}="{escape(v)}"' for k, v in extra)
-                if len(_FRAGMENTS) < 10_000:  # closed sets (state, mode, class...) hit; host-specific ones may not
-                    _FRAGMENTS[extra] = more
-            line = f"{name}{{{self.labels},{more}}} {number(value)}\n"
-        else:
-            line = f"{name}{{{self.labels}}} {number(value)}\n"
-        lines = self.lines.get(name)
-        if lines is None:
-            self.lines[name] = [line]
-        else:
-            lines.append(line)
-
-    def done(self) -> Rendered:
-        lines = self.lines
-        return Rendered(self.labels, tuple("".join(lines[name]).encode("utf-8") if name in lines else b""
-                                           for name in FAMILY_NAMES))
+def _fragment(names: Tuple[str, ...], values: Tuple[str, ...]) -> str:
+    key = (names, values)
+    more = _FRAGMENTS.get(key)
+    if more is None:
+        more = ",".join(f'{k}="{escape(v)}"' for k, v in zip(names, values))
+        if len(_FRAGMENTS) < 10_000:  # closed sets (state, mode, class...) hit; host-specific ones may not
+            _FRAGMENTS[key] = more
+    return more
 
 
 def render_report(report: Report, received_at: float) -> Rendered:
-    """Everything about one host that does not change until its next report."""
-    out = _Chunks(host_labels(report))
-    add = out.add
-    add("vdi_agent_last_report_timestamp_seconds", received_at)
-    agent = report.agent
-    add("vdi_agent_info", 1, (("version", agent.version), ("os", agent.os), ("os_release", agent.os_release)))
-    add("vdi_agent_interval_seconds", agent.interval_seconds)
-    add("vdi_agent_start_time_seconds", agent.start_time_seconds)
-    add("vdi_agent_clock_skew_seconds", round(report.timestamp_seconds - received_at, 3))
-    for status in report.collectors:
-        add("vdi_agent_collector_success", 1 if status.success else 0, (("collector", status.name),))
-    for status in report.collectors:
-        add("vdi_agent_collector_duration_seconds", status.duration_seconds, (("collector", status.name),))
-    if report.cpu:
-        add("vdi_host_cpus", report.cpu.count)
-        for mode, seconds in report.cpu.seconds:
-            add("vdi_host_cpu_seconds_total", seconds, (("mode", mode),))
-    if report.load:
-        add("vdi_host_load1", report.load.load1)
-        add("vdi_host_load5", report.load.load5)
-        add("vdi_host_load15", report.load.load15)
-    if report.memory:
-        m = report.memory
-        add("vdi_host_memory_total_bytes", m.total_bytes)
-        add("vdi_host_memory_available_bytes", m.available_bytes)
-        add("vdi_host_swap_total_bytes", m.swap_total_bytes)
-        add("vdi_host_swap_used_bytes", m.swap_used_bytes)
-    for fs in report.filesystems or ():
-        labels = (("mountpoint", fs.mountpoint), ("fstype", fs.fstype))
-        add("vdi_host_filesystem_size_bytes", fs.size_bytes, labels)
-        add("vdi_host_filesystem_avail_bytes", fs.avail_bytes, labels)
-    for d in report.disks or ():
-        labels = (("device", d.device),)
-        add("vdi_host_disk_read_bytes_total", d.read_bytes, labels)
-        add("vdi_host_disk_written_bytes_total", d.written_bytes, labels)
-        add("vdi_host_disk_reads_completed_total", d.reads_completed, labels)
-        add("vdi_host_disk_writes_completed_total", d.writes_completed, labels)
-        add("vdi_host_disk_io_time_seconds_total", d.io_time_seconds, labels)
-    for i in report.interfaces or ():
-        labels = (("interface", i.interface),)
-        add("vdi_host_network_receive_bytes_total", i.receive_bytes, labels)
-        add("vdi_host_network_transmit_bytes_total", i.transmit_bytes, labels)
-        add("vdi_host_network_receive_packets_total", i.receive_packets, labels)
-        add("vdi_host_network_transmit_packets_total", i.transmit_packets, labels)
-        add("vdi_host_network_receive_errs_total", i.receive_errors, labels)
-        add("vdi_host_network_transmit_errs_total", i.transmit_errors, labels)
-        add("vdi_host_network_receive_drop_total", i.receive_drops, labels)
-        add("vdi_host_network_transmit_drop_total", i.transmit_drops, labels)
-    if report.system:
-        add("vdi_host_boot_time_seconds", report.system.boot_time_seconds)
-        add("vdi_host_processes", report.system.processes)
-    if report.sessions:
-        _render_sessions(report, add)
-    if report.capacity:
-        c = report.capacity
-        add("vdi_host_max_sessions", c.max_sessions)
-        add("vdi_host_accepting_sessions", 1 if c.accepting_sessions else 0)
-        add("vdi_host_maintenance", 1 if c.maintenance else 0)
-    return out.done()
-
-
-def _render_sessions(report: Report, add) -> None:
-    s = report.sessions
-    for state, protocol, count in s.counts:
-        add("vdi_sessions", count, (("state", state), ("protocol", protocol)))
-    add("vdi_session_users", s.users)
-    add("vdi_sessions_oldest_disconnect_timestamp_seconds", s.oldest_disconnect_time_seconds)
-    add("vdi_sessions_truncated", 1 if s.truncated else 0)
-    add("vdi_session_logons_total", s.logons_total)
-    add("vdi_session_logoffs_total", s.logoffs_total)
-    add("vdi_session_disconnects_total", s.disconnects_total)
-    add("vdi_session_reconnects_total", s.reconnects_total)
-    groups = [(name, g) for name, g in (("user", s.user_processes), ("system", s.system_processes)) if g]
-    for name, g in groups:
-        add("vdi_session_process_cpu_seconds_total", g.cpu_seconds_total, (("class", name),))
-    for name, g in groups:
-        add("vdi_session_process_memory_bytes", g.memory_bytes, (("class", name),))
-    for name, g in groups:
-        add("vdi_session_processes", g.processes, (("class", name),))
-    seen = set()
-    for u in s.top_users or ():
-        if u.user in seen:
-            continue
-        seen.add(u.user)
-        add("vdi_user_cpu_cores", u.cpu_cores, (("user", u.user),))
-        add("vdi_user_memory_bytes", u.memory_bytes, (("user", u.user),))
+    """Everything about one host that does not change until its next report: a chunk per row of FAMILIES."""
+    labels = host_labels(report)
+    chunks: List[bytes] = []
+    known, fragment, text = _FRAGMENTS.get, _fragment, number  # locals: this loop runs for every sample
+    for name, names, read in _FROM_REPORT:
+        lines = []
+        for values, value in read(report, received_at):
+            if value is None:
+                continue
+            if values:
+                more = known((names, values)) or fragment(names, values)
+                lines.append(f"{name}{{{labels},{more}}} {text(value)}\n")
+            else:
+                lines.append(f"{name}{{{labels}}} {text(value)}\n")
+        chunks.append("".join(lines).encode("utf-8") if lines else b"")
+    return Rendered(labels, tuple(chunks))
 
 
 def render_live(labels: str, up: bool, state: str) -> Tuple[bytes, bytes]:
@@ -243,16 +318,14 @@ def render_live(labels: str, up: bool, state: str) -> Tuple[bytes, bytes]:
     return up_line, states.encode("utf-8")
 
 
-_HEADERS = tuple(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode("utf-8")
-                 for name, kind, help_text in FAMILIES)
-LIVE_INDEX = tuple(FAMILY_INDEX[name] for name in LIVE_FAMILIES)
+_HEADERS = tuple(f"# HELP {f.name} {f.help}\n# TYPE {f.name} {f.kind}\n".encode("utf-8") for f in FAMILIES)
 
 
 class Columns:
     """Pre-rendered chunks by family, then by host: a scrape joins each column once.
 
-    Not thread-safe by itself: the store changes and copies it under its lock.
-    Insertion order is kept, so a host stays in its place across reports.
+    Not thread-safe by itself: its owner (`collector.renderer.Renderer`) changes and copies it under
+    its lock. Insertion order is kept, so a host stays in its place across reports.
     """
 
     def __init__(self) -> None:
@@ -296,12 +369,3 @@ def blocks(parts: Sequence[bytes], size: int = 1 << 18) -> Iterator[bytes]:
             pending, pending_size = [], 0
     if pending:
         yield b"".join(pending)
-
-
-def render_hosts(hosts: Iterable[Tuple[Rendered, Tuple[bytes, bytes]]]) -> bytes:
-    """The exposition of `hosts` (each rendered report with its live chunks), in the order given."""
-    hosts = list(hosts)
-    columns: List[List[bytes]] = [[r.chunks[i] for r, _ in hosts] for i in range(len(FAMILIES))]
-    for which, i in enumerate(LIVE_INDEX):
-        columns[i] = [live[which] for _, live in hosts]
-    return b"".join(family_parts(columns))

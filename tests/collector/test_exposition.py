@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.exposition import FAMILIES, escape, number, render_hosts, render_live, render_report
+from collector.exposition import COUNTER, FAMILIES, GAUGE, each, escape, field, flag, number, render_report
 from contract.report import parse_report
+from tests.collector import rendering
 from tests.conftest import FIXTURES, ROOT
 
 
@@ -15,11 +19,7 @@ def load(name: str):
 
 
 def exposition(*names: str, received_at: float = 1796083200.0) -> str:
-    hosts = []
-    for name in names:
-        rendered = render_report(load(name), received_at)
-        hosts.append((rendered, render_live(rendered.labels, True, "up")))
-    return render_hosts(hosts).decode()
+    return rendering.exposition([load(name) for name in names], received_at)
 
 
 def test_escape_label_values() -> None:
@@ -83,8 +83,8 @@ def test_absent_sections_export_nothing() -> None:
 def test_every_family_is_documented() -> None:
     doc = (ROOT / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"`(vdi_[a-z0-9_]+)`", doc))
-    for name, _kind, _help in FAMILIES:
-        assert name in documented, f"{name} is exposed but missing from docs/metrics.md"
+    for family in FAMILIES:
+        assert family.name in documented, f"{family.name} is exposed but missing from docs/metrics.md"
 
 
 def test_blocks_join_small_parts_without_losing_or_reordering_bytes() -> None:
@@ -94,3 +94,56 @@ def test_blocks_join_small_parts_without_losing_or_reordering_bytes() -> None:
     assert b"".join(out) == b"".join(parts)
     assert all(len(b) >= 1000 for b in out[:-1]) and len(out) < 20
     assert list(blocks([])) == []
+
+
+def test_the_table_names_each_family_once_and_counters_end_in_total() -> None:
+    names = [f.name for f in FAMILIES]
+    assert len(names) == len(set(names))
+    for family in FAMILIES:
+        assert family.kind in (COUNTER, GAUGE)
+        assert family.name.endswith("_total") == (family.kind == COUNTER), family.name
+        assert family.help.endswith("."), family.name
+    assert [f.name for f in FAMILIES if f.live] == ["vdi_agent_up", "vdi_host_state"]
+
+
+def test_every_row_reads_as_many_label_values_as_it_names_labels() -> None:
+    for name in ("vda-win-01.json", "lvda-07.json", "rdsh-03-maintenance.json", "vda-win-02-goodbye.json"):
+        report = load(name)
+        for family in FAMILIES:
+            for values, _value in family.read(report, 1796083200.0):
+                assert len(values) == len(family.labels), (name, family.name, values)
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    kind: str
+    size: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Part:
+    items: Tuple[Item, ...]
+    count: int
+
+
+def test_row_readers_on_literal_sections() -> None:
+    items = (Item("a", "x", 1.5, True), Item("b", "y", 2.0, False))
+    whole = SimpleNamespace(part=Part(items, 3), none=None, empty=())
+    assert list(field("part", "count")(whole, 0.0)) == [((), 3)]
+    assert list(field("none", "count")(whole, 0.0)) == []
+    assert list(each("items", "size", "name")(whole.part, 0.0)) == [(("a",), 1.5), (("b",), 2.0)]
+    assert list(each("items", "size", "name", "kind")(whole.part, 0.0)) == [(("a", "x"), 1.5), (("b", "y"), 2.0)]
+    assert list(each("items", "ok", "name", convert=flag)(whole.part, 0.0)) == [(("a",), 1), (("b",), 0)]
+    assert list(each("empty", "size", "name")(whole, 0.0)) == []
+
+
+def test_a_row_renders_its_samples_into_its_own_chunk() -> None:
+    report = load("vda-win-01.json")
+    chunks = dict(zip((f.name for f in FAMILIES), render_report(report, 1796083200.0).chunks))
+    labels = 'host="vda-win-01",site="City Hall",delivery_group="Office Desktops"'
+    assert chunks["vdi_agent_last_report_timestamp_seconds"] == \
+        f"vdi_agent_last_report_timestamp_seconds{{{labels}}} 1796083200\n".encode()
+    assert chunks["vdi_agent_up"] == b"" and chunks["vdi_host_state"] == b""  # drawn from liveness at a scrape
+    assert chunks["vdi_host_maintenance"] == f"vdi_host_maintenance{{{labels}}} 0\n".encode()

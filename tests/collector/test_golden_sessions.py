@@ -17,7 +17,6 @@ import pytest
 from agent.collectors import Context
 from agent.collectors.sessions import SessionsCollector
 from agent.runner import agent_info, build_report
-from collector.exposition import render_hosts, render_live, render_report
 from contract.report import parse_report
 from tests.agent.collectors.test_sessions_collector import config
 from tests.agent.sessions.fakes import (
@@ -28,6 +27,7 @@ from tests.agent.sessions.fakes import (
     linux_psutil,
     windows_api_and_psutil,
 )
+from tests.collector import rendering
 from tests.conftest import GOLDEN, require_tool
 
 
@@ -67,8 +67,7 @@ def test_sessions_exposition_matches_golden(source: str, tmp_path: Path) -> None
                        statuses={"sessions": {"success": True, "duration_seconds": 0.01}},
                        readings={"sessions": reading})
     report = parse_report(json.loads(json.dumps(doc)))
-    rendered = render_report(report, 1796083200.0)
-    text = render_hosts([(rendered, render_live(rendered.labels, True, "up"))]).decode()
+    text = rendering.exposition([report], 1796083200.0)
     lines = [line for line in text.splitlines(keepends=True)
              if re.match(r"(# (HELP|TYPE) )?vdi_(session|user)", line)]
     got = "".join(lines)
