@@ -554,7 +554,7 @@ def host() -> Dict[str, Any]:
                    decimals=0)),
           (4, stat("Longest disconnected", "How long the longest-disconnected session has been disconnected; "
                    "empty when none is. Orange after 4 h, red after 24 h.",
-                   [target(f"time() - {gauge('vdi_sessions_oldest_disconnect_timestamp_seconds', HOST)}",
+                   [target(f"time() - {gauge('vdi_session_oldest_disconnect_timestamp_seconds', HOST)}",
                            "disconnected for", instant=True)],
                    unit="s", no_value="none", steps=thresholds((None, "green"), (4 * 3600, "orange"),
                                                                (86400, "red")))),

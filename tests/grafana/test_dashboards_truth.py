@@ -254,7 +254,7 @@ ALL = {"site": ".*", "delivery_group": ".*", "instance": ".*"}
 def pick_host(prom: PrometheusServer) -> Dict[str, str]:
     """A healthy host from the data: up, open for logons, with a disconnected session (for every panel)."""
     faulty = "|".join((DEAD, DRAINED, MAINTENANCE, LOW_MEMORY, BUSY_CPU, GOODBYE) + FAILOVER)
-    rows = prom.query(f'vdi_sessions_oldest_disconnect_timestamp_seconds{{host!~"{faulty}"}} '
+    rows = prom.query(f'vdi_session_oldest_disconnect_timestamp_seconds{{host!~"{faulty}"}} '
                       'and on (host) vdi_agent_up == 1 and on (host) vdi_host_max_sessions > 1')
     assert rows, "no healthy host with a disconnected session"
     m = min(rows, key=lambda r: r["metric"]["host"])["metric"]
