@@ -153,8 +153,10 @@ def configure(settings: InstallSettings, config: Path, windows: Windows) -> int:
     """
     data = config.parent
     data.mkdir(parents=True, exist_ok=True)
-    for problem in windows.protect(data, True):
-        log.warning("%s %s; the configuration folder is readable as %%ProgramData%% is", data, problem)
+    problems = windows.protect(data, True)
+    if problems:
+        log.warning("%s %s: the configuration folder is readable as %%ProgramData%% is",
+                    data, "; ".join(problems))
     token_name = None
     if settings.token_file:
         source, token = Path(settings.token_file), data / "agent.token"

@@ -387,7 +387,8 @@ def load_service_config(path: Optional[str], load: Optional[Callable[[Optional[s
     """The service's config, loaded as the command line loads it, and its log_level applied:
     the service has no --log-level, so the file (or its default, info) decides."""
     if load is None:
-        from agent.config import load_machine_config as load
+        from agent.config import load_machine_config
+        load = load_machine_config
     config = load(path)
     (logger or logging.getLogger()).setLevel(config.agent.log_level.upper())
     return config

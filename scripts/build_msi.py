@@ -23,7 +23,7 @@ import tarfile
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Optional, Sequence
 from xml.sax.saxutils import quoteattr
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ NO_BYTECODE_PTH = "import sys; sys.dont_write_bytecode = True\r\n"
 LAUNCHER = '@"%~dp0python.exe" -m agent %*\r\n'
 
 
-def run(cmd: Sequence[str], **kw) -> None:
+def run(cmd: Sequence[object], **kw: Any) -> None:
     print("+", " ".join(str(c) for c in cmd), flush=True)
     subprocess.run([str(c) for c in cmd], check=True, **kw)
 
