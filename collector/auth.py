@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+from contract.rejections import REASON_BUSY, REASON_FORBIDDEN, REASON_UNAUTHENTICATED
+
 PBKDF2_ITERATIONS = 200_000
 VERIFIED_TTL = 300.0  # seconds a verified basic header stays trusted after its last use
 VERIFIED_MAX = 16  # verified basic headers remembered (scrapers, not users: a handful)
@@ -92,23 +94,42 @@ class PushAuth:
             return None
         token = bearer(authorization)
         if token is None:
-            raise AuthError(401, "unauthenticated", "a bearer token is required (Authorization: Bearer ...)")
+            raise AuthError(401, REASON_UNAUTHENTICATED, "a bearer token is required (Authorization: Bearer ...)")
         digest = hash_token(token)
         found = None
         for scope in self.scopes:  # no early exit: the time taken does not depend on which one matched
             if hmac.compare_digest(digest, scope.sha256):
                 found = scope
         if found is None:
-            raise AuthError(401, "unauthenticated", "the bearer token is not known to this collector")
+            raise AuthError(401, REASON_UNAUTHENTICATED, "the bearer token is not known to this collector")
         return found
 
     @staticmethod
     def check_scope(scope: Optional[TokenScope], site: str, host: str) -> None:
         if scope is None or scope.allows(site, host):
             return
-        raise AuthError(403, "forbidden",
+        raise AuthError(403, REASON_FORBIDDEN,
                         f"this token may push for site {scope.site!r}, hosts {scope.hosts!r} only; "
                         f"the report is for site {site!r}, host {host!r}")
+
+
+class Access:
+    """Who may push and who may scrape, replaced whole by a reload: a request reads both from one
+    `Access` at a time, and requests in flight finish with the pair they started with."""
+
+    def __init__(self, push: Optional[PushAuth] = None, scrape: Optional["ScrapeAuth"] = None):
+        self._pair = (push or PushAuth(()), scrape or ScrapeAuth())
+
+    @property
+    def push(self) -> PushAuth:
+        return self._pair[0]
+
+    @property
+    def scrape(self) -> "ScrapeAuth":
+        return self._pair[1]
+
+    def use(self, push: PushAuth, scrape: "ScrapeAuth") -> None:
+        self._pair = (push, scrape)
 
 
 def hash_password(password: str, salt: Optional[bytes] = None, iterations: int = PBKDF2_ITERATIONS) -> str:
@@ -218,7 +239,7 @@ class ScrapeAuth:
 
 
 def refused_scrape() -> AuthError:
-    return AuthError(401, "unauthenticated", "scraping /metrics requires credentials")
+    return AuthError(401, REASON_UNAUTHENTICATED, "scraping /metrics requires credentials")
 
 
 def _basic_credentials(encoded: str) -> Optional[Tuple[str, str]]:
@@ -255,7 +276,7 @@ class PasswordChecks:
         if ok is None:
             mine = self._by_client.get(client, 0)
             if self.pending >= self.max_pending or mine >= self.max_per_client:
-                raise AuthError(503, "busy", "too many password checks in progress; retry shortly")
+                raise AuthError(503, REASON_BUSY, "too many password checks in progress; retry shortly")
             self.pending += 1
             self._by_client[client] = mine + 1
             try:

@@ -19,8 +19,9 @@ from collector import __version__, snapshot
 from collector.auth import PushAuth, ScrapeAuth, hash_password, hash_token, new_token
 from collector.config import AuthSection, CollectorConfig, is_loopback, load_collector_config, parse_listen
 from collector.httpserver import HttpServer
+from collector.ingest import EdgeLimits
 from collector.selfmetrics import SelfMetrics
-from collector.server import Api, EdgeLimits
+from collector.server import Api
 from collector.store import HostStore
 from contract.configfile import ConfigError
 
@@ -114,8 +115,7 @@ def build_api(config: CollectorConfig) -> Api:
                       stopped_expire_after=c.stopped_expire_after, max_hosts=c.max_hosts)
     edge = EdgeLimits(c.max_body_bytes, c.max_decompressed_bytes, c.max_json_depth)
     return Api(store, SelfMetrics(store), config.limits, edge,
-               push_auth=PushAuth(a.tokens),
-               scrape_auth=scrape_auth_from(a),
+               push_auth=PushAuth(a.tokens), scrape_auth=scrape_auth_from(a),
                min_report_interval=c.min_report_interval)
 
 
@@ -275,10 +275,9 @@ def _write_snapshot(api: Api, path: Path) -> None:
     try:
         snapshot.write(path, api.store)
     except OSError as e:
-        api.metrics.snapshot_failures.inc()
+        api.snapshot_failed()
         log.error("cannot write snapshot %s: %s", path, e.strerror or e)
         return
-    api.snapshot_at = time.time()
-    api.metrics.snapshot_success.set(api.snapshot_at)
+    api.snapshot_written(time.time())
 
 

@@ -9,8 +9,10 @@ password (PBKDF2, on a pool of its own with a cap on pending checks).
 
 Deliberately small: requests with a Content-Length body or none (chunked
 uploads get 411), keep-alive, `Expect: 100-continue`, HEAD, TLS through `ssl`.
-What a request means is decided by `Api.route`; this module only moves bytes,
-and keeps a hostile network from starving real agents:
+What a request means is decided by `Api.route`, and every refusal, this
+module's own included (no Content-Length, a body too large, a bad head, the
+connection caps), is answered and counted by the API (`Api.refuse_edge`); this
+module only moves bytes, and keeps a hostile network from starving real agents:
 
 - the request head must arrive within `header_timeout` of the connection
   starting to wait for it (idle keep-alive included), the body within
@@ -41,10 +43,11 @@ from http import HTTPStatus
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from collector import __version__, fdlimit
+from collector.answers import Request, Response, Route, auth_refusal, json_response
 from collector.auth import AuthError, PasswordChecks
 from collector.exposition import blocks
-from collector.selfmetrics import REASON_BODY_TOO_LARGE, REASON_LENGTH_REQUIRED
-from collector.server import Api, Request, Response, Route, auth_refusal, json_response
+from collector.server import Api
+from contract.rejections import REASON_BAD_REQUEST, REASON_LENGTH_REQUIRED, REASON_TOO_MANY_CONNECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +335,7 @@ class HttpServer:
             return
         self._lingering += 1
         try:
-            response = json_response(503, {"error": message, "reason": "too_many_connections"},
-                                     {"Retry-After": "1"})
+            response = self.api.refuse_edge(503, REASON_TOO_MANY_CONNECTIONS, message, {"Retry-After": "1"})
             writer.write(response_head(response, len(response.payload()), False, formatdate(usegmt=True))
                          + response.payload())
             if writer.can_write_eof():
@@ -386,39 +388,32 @@ class HttpServer:
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
         except asyncio.LimitOverrunError:
-            await self._send(writer, "GET", json_response(431, {"error": "request headers too large"}), False)
+            await self._send(writer, "GET", self.api.refuse_edge(431, REASON_BAD_REQUEST, "request headers too large"),
+                             False)
             return False
         except asyncio.IncompleteReadError:
             return False
         try:
             head = parse_head(raw)
         except BadRequest as e:
-            await self._send(writer, "GET", json_response(400, {"error": str(e)}), False)
+            await self._send(writer, "GET", self.api.refuse_edge(400, REASON_BAD_REQUEST, str(e)), False)
             return False
         method, headers = head.method, head.headers
         body = b""
         if "transfer-encoding" in headers:
-            self.api.metrics.rejected.labels(REASON_LENGTH_REQUIRED).inc()
-            await self._send(writer, method, json_response(
-                411, {"error": "send the body with a Content-Length, not chunked", "reason": REASON_LENGTH_REQUIRED}),
-                False)
+            await self._send(writer, method, self.api.refuse_edge(
+                411, REASON_LENGTH_REQUIRED, "send the body with a Content-Length, not chunked"), False)
             return False
         if head.length is not None:
-            if head.length > self.api.edge.max_body_bytes:
-                self.api.metrics.rejected.labels(REASON_BODY_TOO_LARGE).inc()
-                await self._send(writer, method, json_response(413, {
-                    "error": f"the body must be at most {self.api.edge.max_body_bytes} bytes",
-                    "reason": REASON_BODY_TOO_LARGE,
-                    "problems": [{"field": "", "reason": REASON_BODY_TOO_LARGE, "message": "request body too large"}],
-                }), False)
+            if head.length > self.api.max_body_bytes:
+                await self._send(writer, method, self.api.body_too_large(), False)
                 return False  # the unread body makes the connection unusable
             if headers.get("expect", "").lower() == "100-continue":
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = await asyncio.wait_for(reader.readexactly(head.length), self.request_timeout)
         elif method == "POST":
-            self.api.metrics.rejected.labels(REASON_LENGTH_REQUIRED).inc()
-            await self._send(writer, method, json_response(
-                411, {"error": "Content-Length is required", "reason": REASON_LENGTH_REQUIRED}), False)
+            await self._send(writer, method, self.api.refuse_edge(
+                411, REASON_LENGTH_REQUIRED, "Content-Length is required"), False)
             return False
         self._set_waiting(task, key, False)
         request = Request(method, head.target, headers, body)

@@ -10,6 +10,8 @@ dictionary copy.
   store, renders any entry it has not seen (a restored snapshot, a report that
   raced a scrape), forgets hosts the store no longer holds, and adds the
   clock-dependent families (`vdi_agent_up`, `vdi_host_state`) from liveness.
+  `scrape(now)` does the same and also returns the hosts counted by state from
+  that one pass, for `vdi_collector_hosts`: liveness is computed once a scrape.
   What it serves therefore always matches the store, whatever order calls
   come in; `stored` is only the fast path.
 - Entries are compared by identity: the store replaces an entry whole on every
@@ -19,10 +21,18 @@ dictionary copy.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from collector.exposition import LIVE_INDEX, Columns, Rendered, render_live, render_report
 from collector.store import HostEntry, HostStore
+from contract.report import HOST_STATES
+
+
+@dataclass(frozen=True)
+class Scrape:
+    columns: List[List[bytes]]  # chunks by family (FAMILIES order), then by host
+    hosts_by_state: Dict[str, int]  # every state of HOST_STATES, 0 included
 
 
 class Renderer:
@@ -48,6 +58,10 @@ class Renderer:
 
     def columns(self, now: Optional[float] = None) -> List[List[bytes]]:
         """Columns of chunks for one scrape, live families included; expired hosts are dropped first."""
+        return self.scrape(now).columns
+
+    def scrape(self, now: Optional[float] = None) -> Scrape:
+        """One scrape's columns, and its hosts counted by state from the same liveness."""
         now = self.store.monotonic() if now is None else now
         self.store.expire(now)
         entries = self.store.entries()
@@ -63,8 +77,10 @@ class Renderer:
                     self._columns.remove(host)
             columns = self._columns.copy()
             ups, states = [], []
+            counts = dict.fromkeys(HOST_STATES, 0)
             for entry in entries:
                 live = self.store.liveness(entry, now)
+                counts[live.state] += 1
                 labels = self._rendered[entry.host][1].labels
                 key = (labels, live.up, live.state)
                 chunks = self._live.get(key)
@@ -75,4 +91,4 @@ class Renderer:
             if len(self._live) > 4 * len(entries) + 1024:
                 self._live.clear()  # labels of hosts long gone; rebuilt on the next scrape
         columns[LIVE_INDEX[0]], columns[LIVE_INDEX[1]] = ups, states
-        return columns
+        return Scrape(columns, counts)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable
+import threading
+from typing import Callable, Dict, Iterable, Optional
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -20,38 +21,22 @@ from prometheus_client.registry import Collector
 
 from collector import __version__
 from collector.store import HostStore
-from contract import report as contract
+from contract.rejections import REJECTION_REASONS
 from contract.report import HOST_STATES
 
-# Reasons a report can be refused: the contract's plus the HTTP edge's own.
-REASON_BAD_JSON = "bad_json"
-REASON_TOO_DEEP = "too_deep"
-REASON_BODY_TOO_LARGE = "body_too_large"
-REASON_BAD_CONTENT_TYPE = "bad_content_type"
-REASON_BAD_ENCODING = "bad_encoding"
-REASON_LENGTH_REQUIRED = "length_required"
-REASON_TOO_MANY_HOSTS = "too_many_hosts"
-REASON_TOO_FREQUENT = "too_frequent"
-REASON_UNAUTHENTICATED = "unauthenticated"
-REASON_FORBIDDEN = "forbidden"
-REASON_HOST_OWNED = "host_owned"
-REJECTION_REASONS = (
-    contract.REASON_MISSING, contract.REASON_TYPE, contract.REASON_RANGE, contract.REASON_NOT_FINITE,
-    contract.REASON_TOO_LONG, contract.REASON_INVALID, contract.REASON_TOO_MANY, contract.REASON_DUPLICATE,
-    contract.REASON_SCHEMA, REASON_BAD_JSON, REASON_TOO_DEEP, REASON_BODY_TOO_LARGE,
-    REASON_BAD_CONTENT_TYPE, REASON_BAD_ENCODING, REASON_LENGTH_REQUIRED, REASON_TOO_MANY_HOSTS,
-    REASON_TOO_FREQUENT, REASON_UNAUTHENTICATED, REASON_FORBIDDEN, REASON_HOST_OWNED,
-)
-
+__all__ = ["REJECTION_REASONS", "SelfMetrics"]
 
 class _HostsByState(Collector):
+    """`vdi_collector_hosts`: the counts a scrape found (`counts`), else the store's own."""
+
     def __init__(self, store: HostStore):
         self.store = store
+        self.counts: Optional[Dict[str, int]] = None
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily("vdi_collector_hosts", "Hosts known to the collector, by state.",
                                    labels=["state"])
-        counts = self.store.counts_by_state()
+        counts = self.counts if self.counts is not None else self.store.counts_by_state()
         for state in HOST_STATES:
             family.add_metric([state], counts.get(state, 0))
         yield family
@@ -102,7 +87,9 @@ class SelfMetrics:
                                       "When the host snapshot was last written.", registry=r)
         self.snapshot_failures = Counter("vdi_collector_snapshot_failures",
                                          "Snapshot writes that failed.", registry=r)
-        r.register(_HostsByState(store))
+        self._hosts = _HostsByState(store)
+        r.register(self._hosts)
+        self._render_lock = threading.Lock()
         self._shed = _ConnectionsShed()
         r.register(self._shed)
 
@@ -110,5 +97,12 @@ class SelfMetrics:
         """Export the transport's counts of shed connections (`{"evicted": n, "refused": m}`)."""
         self._shed.source = source
 
-    def render(self) -> str:
-        return generate_latest(self.registry).decode("utf-8")
+    def render(self, hosts_by_state: Optional[Dict[str, int]] = None) -> str:
+        """The text of every metric of the registry; `hosts_by_state` (a scrape's count of hosts by
+        state) spares counting the store again."""
+        with self._render_lock:  # concurrent scrapes each render their own counts
+            self._hosts.counts = hosts_by_state
+            try:
+                return generate_latest(self.registry).decode("utf-8")
+            finally:
+                self._hosts.counts = None

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import pytest
 
+from collector.answers import Request, auth_refusal
 from collector.auth import (
     VERIFIED_MAX,
     VERIFIED_TTL,
@@ -20,7 +21,7 @@ from collector.auth import (
     hash_token,
 )
 from collector.selfmetrics import SelfMetrics
-from collector.server import Api, Request, auth_refusal
+from collector.server import Api
 from collector.store import HostStore
 from tests.conftest import FIXTURES
 

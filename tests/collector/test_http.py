@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from collector.auth import ScrapeAuth
+from collector.answers import Request, Response, Route
 from collector.httpserver import (
     BadRequest,
     HttpServer,
@@ -26,8 +26,9 @@ from collector.httpserver import (
     parse_head,
     response_head,
 )
+from collector.ingest import EdgeLimits
 from collector.selfmetrics import SelfMetrics
-from collector.server import EdgeLimits, Request, Response, Route
+from collector.server import Api
 from collector.store import HostStore
 from tests.conftest import CollectorProcess, report_fixture
 
@@ -223,14 +224,13 @@ def test_address_key_counts_ipv6_by_its_64(peer, key: str) -> None:
 
 # -- connections: a real server in this process --------------------------------
 
-class StubApi:
-    """Routes /wait to an answer that blocks (in a worker thread) until `release` is set; the rest to 200."""
+class StubApi(Api):
+    """Routes /wait to an answer that blocks (in a worker thread) until `release` is set; the rest to 200.
+    Refusals are the real API's."""
 
-    def __init__(self) -> None:
+    def __init__(self, **edge) -> None:
         store = HostStore()
-        self.metrics = SelfMetrics(store, process_metrics=False)
-        self.edge = EdgeLimits()
-        self.scrape_auth = ScrapeAuth()
+        super().__init__(store, SelfMetrics(store, process_metrics=False), edge=EdgeLimits(**edge))
         self.release = threading.Event()
 
     def route(self, request: Request) -> Route:
@@ -400,3 +400,41 @@ def test_real_answers_are_not_cached_and_pages_are_locked_down(collector_process
         if r.headers["Content-Type"].startswith("text/html"):
             assert r.headers["Content-Security-Policy"].startswith("default-src 'none'"), path
             assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"] == "no-referrer", path
+
+
+def rejected(api: Api, reason: str) -> float:
+    return api.metrics.registry.get_sample_value("vdi_collector_reports_rejected_total", {"reason": reason})
+
+
+def test_refusals_of_the_transport_are_the_apis_answered_and_counted_alike() -> None:
+    async def scenario(api: StubApi) -> list:
+        server = await served(api)
+        answers = []
+        try:
+            for head in (b"POST /api/v1/reports HTTP/1.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 5000\r\n\r\n",
+                         b"POST /api/v1/reports HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                         b"POST /api/v1/reports HTTP/1.1\r\nContent-Type: application/json\r\n\r\n",
+                         b"GET /healthz HTTP/1.1x\r\n\r\n"):
+                reader, _ = await connect(server, head)
+                answers.append(await answer(reader))
+        finally:
+            await server.stop()
+        return answers
+
+    api = StubApi(max_body_bytes=1000)
+    too_large, chunked, no_length, bad_head = asyncio.run(scenario(api))
+    direct = api.ingest.post_report(Request("POST", "/api/v1/reports", {"content-type": "application/json"},
+                                            b"x" * 1001))
+    assert too_large.startswith(b"HTTP/1.1 413 ") and direct.status == 413
+    assert json.loads(too_large.split(b"\r\n\r\n", 1)[1]) == json.loads(direct.payload()) == {
+        "error": "the body must be at most 1000 bytes", "reason": "body_too_large",
+        "problems": [{"field": "", "reason": "body_too_large", "message": "the body must be at most 1000 bytes"}]}
+    assert rejected(api, "body_too_large") == 2
+    assert chunked.startswith(b"HTTP/1.1 411 ") and no_length.startswith(b"HTTP/1.1 411 ")
+    assert json.loads(chunked.split(b"\r\n\r\n", 1)[1])["reason"] == "length_required"
+    assert rejected(api, "length_required") == 2
+    assert bad_head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(bad_head.split(b"\r\n\r\n", 1)[1]) == {"error": "malformed request line",
+                                                               "reason": "bad_request"}
+    assert sum(api.pages.health(api.store.monotonic())["rejections_last_hour"].values()) == 4

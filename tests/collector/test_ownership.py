@@ -8,9 +8,10 @@ import gzip
 import json
 import tracemalloc
 
+from collector.answers import Request
 from collector.auth import PushAuth, TokenScope, hash_token
 from collector.selfmetrics import SelfMetrics
-from collector.server import Api, Request
+from collector.server import Api
 from collector.store import HostStore
 from tests.conftest import FIXTURES
 

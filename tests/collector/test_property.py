@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.answers import Request
 from collector.selfmetrics import SelfMetrics
-from collector.server import Api, Request
+from collector.server import Api
 from collector.store import HostStore
 from tests.conftest import FIXTURES
 

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
+from collector.answers import Request
+from collector.ingest import EdgeLimits
 from collector.selfmetrics import SelfMetrics
-from collector.server import Api, EdgeLimits, Request
+from collector.server import Api
 from collector.store import HostStore
 from tests.conftest import FIXTURES
 
@@ -203,3 +205,38 @@ def test_concurrent_pushes_and_scrapes_are_safe() -> None:
     assert errors == []
     text = api.handle(Request("GET", "/metrics")).payload().decode()
     assert len([ln for ln in text.splitlines() if ln.startswith("vdi_host_cpus{")]) == 100
+
+
+def test_snapshot_status_goes_through_methods_to_the_page_and_the_metrics() -> None:
+    api = make_api()
+    health = json.loads(api.handle(Request("GET", "/api/v1/hosts")).payload())["collector"]
+    assert health["snapshot_age_seconds"] is None
+    api.snapshot_written(1796083200.0 - 42)
+    api.snapshot_failed()
+    health = json.loads(api.handle(Request("GET", "/api/v1/hosts")).payload())["collector"]
+    assert health["snapshot_age_seconds"] == 42.0
+    text = api.handle(Request("GET", "/metrics")).payload().decode()
+    assert "vdi_collector_snapshot_last_success_timestamp_seconds 1.796083158e+09" in text
+    assert "vdi_collector_snapshot_failures_total 1.0" in text
+
+
+def test_a_reload_swaps_both_credentials_at_once() -> None:
+    from collector.auth import PushAuth, ScrapeAuth, TokenScope, hash_token
+    api = make_api()
+    assert api.handle(Request("GET", "/metrics")).status == 200
+    api.use_auth(PushAuth([TokenScope(hash_token("t"), "City Hall")]), ScrapeAuth(bearer_sha256=hash_token("s")))
+    assert api.handle(Request("GET", "/metrics")).status == 401
+    assert api.handle(Request("GET", "/metrics", {"authorization": "Bearer s"})).status == 200
+    assert post(api, GOOD).status == 401
+    assert post(api, GOOD, authorization="Bearer t").status == 200
+
+
+def test_hosts_by_state_come_from_the_scrape_that_rendered_liveness() -> None:
+    api = make_api()
+    assert post(api, GOOD).status == 200
+    calls = []
+    liveness = api.store.liveness
+    api.store.liveness = lambda entry, now=None: calls.append(entry.host) or liveness(entry, now)
+    text = api.handle(Request("GET", "/metrics")).payload().decode()
+    assert calls == ["vda-win-01"]  # once a host a scrape: the exposition and vdi_collector_hosts share it
+    assert 'vdi_collector_hosts{state="up"} 1.0' in text and 'vdi_collector_hosts{state="stale"} 0.0' in text
