@@ -27,6 +27,8 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from contract.report import HOST_STATES, Report
 
+STOPPED = HOST_STATES[2]  # said goodbye: no vdi_agent_up at all
+
 COUNTER = "counter"
 GAUGE = "gauge"
 
@@ -313,7 +315,7 @@ def render_live(labels: str, up: bool, state: str) -> Tuple[bytes, bytes]:
     A host that said goodbye has no `vdi_agent_up` at all: it is not down, and a
     clean shutdown must never look like one to an alert rule.
     """
-    up_line = b"" if state == "stopped" else f"vdi_agent_up{{{labels}}} {1 if up else 0}\n".encode("utf-8")
+    up_line = b"" if state == STOPPED else f"vdi_agent_up{{{labels}}} {1 if up else 0}\n".encode("utf-8")
     states = "".join(f'vdi_host_state{{{labels},state="{s}"}} {1 if s == state else 0}\n' for s in HOST_STATES)
     return up_line, states.encode("utf-8")
 

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 from collector import __version__
 from collector.store import HostEntry, HostStore
+from contract.report import SESSION_STATES
 
 TABLE_STATES = ("up", "stale", "stopped", "maintenance", "not accepting")
 COLUMNS = (  # (key, heading)
@@ -82,7 +83,7 @@ def summary(store: HostStore, entry: HostEntry, now: float) -> Dict[str, Any]:
     accepting = r.capacity.accepting_sessions if r.capacity else None
     if state == "up" and accepting is False:
         state = "not accepting"
-    sessions = {s: 0 for s in ("active", "idle", "disconnected", "connecting", "other")}
+    sessions = dict.fromkeys(SESSION_STATES, 0)
     if r.sessions:
         for s, _protocol, n in r.sessions.counts:
             sessions[s] += n

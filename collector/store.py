@@ -38,6 +38,8 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from contract.report import HOST_STATES, Report
 
+UP, STALE, STOPPED, MAINTENANCE = HOST_STATES  # the contract's liveness states, by name
+
 HISTORY_LENGTH = 20
 MAX_REJECTIONS_KEPT = 10_000
 _IDLE_MODES = ("idle", "iowait")
@@ -181,10 +183,10 @@ class HostStore:
                 history.append((entry.received_at, new))
             return
         before = self.liveness(previous, entry.seen).state
-        if before == "stale":
+        if before == STALE:
             went_stale = entry.received_at - (entry.seen - self._stale_at(previous))
-            if not history or history[-1][1] != "stale":
-                history.append((went_stale, "stale"))
+            if not history or history[-1][1] != STALE:
+                history.append((went_stale, STALE))
         if not history or history[-1][1] != new:
             history.append((entry.received_at, new))
 
@@ -198,8 +200,8 @@ class HostStore:
             changes = list(self._history.get(host, ()))
         if entry is not None:
             live = self.liveness(entry).state
-            if live == "stale" and (not changes or changes[-1][1] != "stale"):
-                changes.append((entry.received_at + self.missed_intervals * entry.interval, "stale"))
+            if live == STALE and (not changes or changes[-1][1] != STALE):
+                changes.append((entry.received_at + self.missed_intervals * entry.interval, STALE))
         return changes
 
     def note_rejection(self, host: str, site: Optional[str], reason: str, message: str,
@@ -253,11 +255,11 @@ class HostStore:
         now = self.monotonic() if now is None else now
         report = entry.report
         if report.goodbye:
-            return Liveness(False, "stopped")
+            return Liveness(False, STOPPED)
         fresh = now - entry.seen <= self.missed_intervals * entry.interval
         if report.capacity is not None and report.capacity.maintenance:
-            return Liveness(fresh, "maintenance")
-        return Liveness(fresh, "up" if fresh else "stale")
+            return Liveness(fresh, MAINTENANCE)
+        return Liveness(fresh, UP if fresh else STALE)
 
     def age(self, entry: HostEntry, now: Optional[float] = None) -> float:
         """Seconds since the host's last report, on the monotonic clock."""
