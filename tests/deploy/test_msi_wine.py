@@ -243,7 +243,12 @@ def test_msi_installs_reports_says_goodbye_upgrades_and_uninstalls_under_wine(tm
         assert not (data / "agent.token").exists()
         assert wine.service_state() == "" and not (program / "pythonservice.exe").exists()
     finally:
+        # Shown by pytest when a step fails: what the service, the installer and the collector said.
+        for name in ("agent.log", "install.log"):
+            path = wine.c(r"C:\ProgramData\vdiwatch") / name
+            if path.is_file():
+                print(f"--- {name}", *path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:], sep="\n")
         wine.server("-k")
         collector.stop()
         log: List[str] = collector.log().splitlines()[-20:]
-        print("\n".join(log))
+        print("--- collector", *log, sep="\n")
