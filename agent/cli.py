@@ -1,4 +1,4 @@
-"""vdiwatch-agent: the command line, and the only place that wires the agent's parts together.
+"""vdiwatch-agent: the command line (the agent's parts are wired in agent.wiring).
 
     vdiwatch-agent --config /etc/vdiwatch/agent.toml      # report every interval until stopped
     vdiwatch-agent --once --print                         # show the report for this machine, send nothing
@@ -16,10 +16,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
-from urllib.parse import urlsplit
+from typing import List, Optional
 
-from agent import __version__, collectors
+from agent import __version__
+from agent.collectors import os_name
 from agent.config import (
     LOG_LEVELS,
     AgentConfig,
@@ -27,10 +27,9 @@ from agent.config import (
     load_machine_config,
     resolve_host,
 )
-from agent.failover import FailoverPusher
-from agent.push import Pusher
-from agent.runner import Agent, os_name, schedule_phase, waiter
+from agent.wiring import build_agent
 from contract.configfile import ConfigError, shown
+from contract.report import report_to_doc
 
 log = logging.getLogger("agent")
 
@@ -103,36 +102,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     if args.check_config:
         a = config.agent
-        urls = ", ".join(a.collector_urls or (a.collector_url,))
         print(f"{args.config or 'built-in defaults'}: OK (host {host}, site {a.site}, "
-              f"delivery group {a.delivery_group}, collector {urls})")
+              f"delivery group {a.delivery_group}, collector {', '.join(a.urls)})")
         return EXIT_OK
     logging.basicConfig(level=(args.log_level or config.agent.log_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(config, host, once=args.once, print_only=args.print)
-
-
-def build_agent(config: AgentConfig, host: str, stop: threading.Event, psutil_module: Any = None) -> Agent:
-    if psutil_module is None:
-        import psutil
-
-        psutil_module = psutil
-    os = os_name()
-    ctx = collectors.Context(psutil=psutil_module, config=config, platform=os)
-    runner = collectors.Runner(collectors.build(ctx, disabled=config.agent.disabled_collectors))
-    a = config.agent
-    for url in a.collector_urls or (a.collector_url,):
-        if a.token and urlsplit(url).scheme == "http" and urlsplit(url).hostname not in (
-                "127.0.0.1", "localhost", "::1"):
-            log.warning("the push token is sent in clear text to %s: use https:// for a collector on the network",
-                        url)
-    urls = a.collector_urls or (a.collector_url,)
-    # Any: Agent and FailoverPusher are typed with Pusher/object; both pushers have push() and close().
-    pushers: Dict[str, Any] = {u: Pusher(u, token=a.token, timeout=a.timeout, ca_file=a.ca_file,
-                                         sleep=waiter(stop)) for u in urls}
-    pusher: Any = pushers[urls[0]] if len(urls) == 1 else FailoverPusher(urls, host, pushers=pushers)
-    return Agent(config=config, host=host, runner=runner, pusher=pusher, stop=stop, os=os,
-                 phase=schedule_phase(host, config.agent.interval))
 
 
 def run(config: AgentConfig, host: str, *, once: bool = False, print_only: bool = False) -> int:
@@ -140,7 +115,7 @@ def run(config: AgentConfig, host: str, *, once: bool = False, print_only: bool 
     agent = build_agent(config, host, stop)
     try:
         if once:
-            report = agent.report()
+            report = report_to_doc(agent.report())
             if print_only:
                 json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
                 sys.stdout.write("\n")

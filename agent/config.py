@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from agent.collectors import MODULES
-from agent.collectors._common import fits_label
 from contract.configfile import ConfigError, checked, load, secret
-from contract.report import DEFAULT_LIMITS, HOST_NAME_RE
+from contract.report import DEFAULT_LIMITS, HOST_NAME_RE, READINGS, fits_label
 
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:9847"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SESSION_SOURCES = ("auto", "windows", "logind", "utmp")
+# The collectors, in report order: one per reading of the contract (agent/collectors/<name>.py).
+COLLECTORS = READINGS
 
 
 def is_collector_url(value: str) -> bool:
@@ -49,7 +49,11 @@ def is_label(value: str) -> bool:
 
 
 def _collector_names(names: Tuple[str, ...]) -> bool:
-    return all(n in MODULES for n in names)
+    return all(n in COLLECTORS for n in names)
+
+
+def _is_root(value: str) -> bool:
+    return bool(value) and not value.endswith(("/", "\\")) or value == "/"
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,19 @@ class AgentSection:
     token: str = secret()
     ca_file: str = ""
     disabled_collectors: Tuple[str, ...] = checked((), _collector_names,
-                                                   f"must list collector names ({', '.join(MODULES)})")
+                                                   f"must list collector names ({', '.join(COLLECTORS)})")
     log_level: str = checked("info", lambda v: v.lower() in LOG_LEVELS, f"must be one of {', '.join(LOG_LEVELS)}")
+    # Where the Linux collectors read the OS, as node_exporter's --path.procfs: a containerised
+    # agent points them at the host's folders mounted elsewhere (/host/proc, /host/run).
+    proc_root: str = checked("/proc", _is_root, "must be a folder, without a trailing slash")
+    dev_root: str = checked("/dev", _is_root, "must be a folder, without a trailing slash")
+    run_root: str = checked("/run", _is_root, "must be a folder, without a trailing slash (logind's "
+                            "sessions are read under <run_root>/systemd/sessions)")
+
+    @property
+    def urls(self) -> Tuple[str, ...]:
+        """The collectors this agent reports to, in configured order: `collector_urls`, else `collector_url`."""
+        return self.collector_urls or (self.collector_url,)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ the collector sees evenly spaced samples. On stop the agent sends one last
 report with `"goodbye": true`, so that the collector shows the host as stopped
 (a planned shutdown) instead of down.
 
-`build_report` is a pure function of its inputs: the report contract is tested
-with literal values, and the simulated farm builds its reports with it too.
+`build_report` is a pure function of its inputs that builds the contract's
+`Report` (contract/report.py) from the collectors' readings; the simulated farm
+builds its reports with it too, and both send `report_to_doc(report)`.
 """
 
 from __future__ import annotations
@@ -19,43 +20,49 @@ import math
 import platform
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from agent import __version__
-from agent.collectors import Runner
-from agent.collectors._common import fits_label
+from agent.collectors import Runner, os_name
 from agent.config import AgentConfig
 from agent.push import Pusher, PushResult
-from contract.report import DEFAULT_LIMITS, SCHEMA_VERSION
+from contract.report import (
+    DEFAULT_LIMITS,
+    SCHEMA_VERSION,
+    AgentInfo,
+    CollectorStatus,
+    Report,
+    fits_label,
+    report_to_doc,
+    sorted_statuses,
+)
 
 log = logging.getLogger(__name__)
 
 GOODBYE_SECONDS = 10.0  # at most this long for the goodbye: service managers wait 15-20 s
 
 
-def build_report(*, host: str, site: str, delivery_group: str, timestamp: float, agent: Dict[str, Any],
-                 statuses: Dict[str, Dict[str, Any]], readings: Dict[str, Any],
-                 goodbye: bool = False) -> Dict[str, Any]:
-    """One report, contract v1 (contract/report.py, docs/report-format.md), as a JSON-ready dict."""
-    report: Dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "host": host,
-        "site": site,
-        "delivery_group": delivery_group,
-        "timestamp_seconds": round(timestamp, 3),
-        "agent": agent,
-        "collectors": statuses,
-        "readings": readings,
-    }
-    if goodbye:
-        report["goodbye"] = True
-    return report
+def build_report(*, host: str, site: str, delivery_group: str, timestamp: float, agent: AgentInfo,
+                 statuses: Iterable[CollectorStatus], readings: Mapping[str, Any],
+                 goodbye: bool = False) -> Report:
+    """One report, contract v1 (contract/report.py, docs/report-format.md); `readings` maps a
+    collector's name (a `Report` field) to its reading.
+
+    >>> r = build_report(host="vda-01", site="s", delivery_group="g", timestamp=1796083200.12345,
+    ...                  agent=agent_info(interval=15.0, start_time=1796083100.0, os="linux", os_release=""),
+    ...                  statuses=[CollectorStatus("load", True, 0.001)], readings={})
+    >>> r.timestamp_seconds, r.goodbye, report_to_doc(r)["readings"]
+    (1796083200.123, False, {})
+    """
+    return Report(schema_version=SCHEMA_VERSION, host=host, site=site, delivery_group=delivery_group,
+                  timestamp_seconds=round(timestamp, 3), goodbye=goodbye, agent=agent,
+                  collectors=sorted_statuses(statuses), **readings)
 
 
 def agent_info(*, interval: float, start_time: float, os: str, os_release: str,
-               version: str = __version__) -> Dict[str, Any]:
-    return {"version": version, "os": os, "os_release": os_release,
-            "interval_seconds": interval, "start_time_seconds": round(start_time, 3)}
+               version: str = __version__) -> AgentInfo:
+    return AgentInfo(version=version, os=os, os_release=os_release, interval_seconds=interval,
+                     start_time_seconds=round(start_time, 3))
 
 
 def next_tick(start: float, interval: float, now: float) -> float:
@@ -77,11 +84,6 @@ def schedule_phase(host: str, interval: float) -> float:
     """
     digest = hashlib.blake2b(host.lower().encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 * interval
-
-
-def os_name() -> str:
-    """"windows", "linux", "darwin", ...: the `os` of the report."""
-    return platform.system().lower() or "unknown"
 
 
 def os_release(name: Optional[str] = None) -> str:
@@ -170,12 +172,12 @@ class Agent:
                                os_release=os_release(os) if release is None else release)
         self.skipped_ticks = 0
 
-    def report(self, goodbye: bool = False) -> Dict[str, Any]:
+    def report(self, goodbye: bool = False) -> Report:
         """Run every collector once and build the report."""
         readings, statuses = self.runner.run_all()
         a = self.config.agent
         return build_report(host=self.host, site=a.site, delivery_group=a.delivery_group, timestamp=self.clock(),
-                            agent=self.info, statuses=statuses, readings=readings, goodbye=goodbye)
+                            agent=self.info, statuses=statuses.values(), readings=readings, goodbye=goodbye)
 
     def run(self) -> None:
         """Collect and push every interval until `stop` is set; then send the goodbye."""
@@ -192,7 +194,7 @@ class Agent:
             deadline = next_tick(start, self.interval, self.monotonic())
             # The push returns before that deadline whatever the collector does, and at once
             # when a stop request ends `wait` (the goodbye follows, with its own deadline).
-            self.pusher.push(report, deadline, sleep=self.wait)
+            self.pusher.push(report_to_doc(report), deadline, sleep=self.wait)
             wake = next_tick(start, self.interval, self.monotonic())
             if wake > planned:
                 missed = round((wake - planned) / self.interval)
@@ -208,7 +210,7 @@ class Agent:
     def goodbye(self) -> PushResult:
         """The last report, marked goodbye; retried for a few seconds, not interruptible."""
         deadline = self.monotonic() + min(GOODBYE_SECONDS, max(self.config.agent.timeout, 1.0))
-        result = self.pusher.push(self.report(goodbye=True), deadline, sleep=self.sleep)
+        result = self.pusher.push(report_to_doc(self.report(goodbye=True)), deadline, sleep=self.sleep)
         if result.accepted:
             log.info("stopped; the collector shows this host as stopped")
         else:

@@ -26,6 +26,7 @@ from agent.failover import Chooser, FailoverPusher
 from agent.push import Pusher
 from agent.runner import agent_info, build_report
 from agent.simfarm import FAULTS, Farm, SimHost
+from contract.report import CollectorStatus, Report, report_to_doc
 
 log = logging.getLogger("agent.sim")
 
@@ -61,15 +62,19 @@ class Simulation:
             cache = self._local.pushers = {url: Pusher(url, token=self.token, timeout=5.0) for url in self.urls}
         return FailoverPusher(self.urls, host, pushers=cache, chooser_cache=self._choosers)
 
-    def report(self, h: SimHost, sim_now: float, real_now: float, goodbye: bool = False) -> dict:
+    def report(self, h: SimHost, sim_now: float, real_now: float, goodbye: bool = False) -> Report:
         started = self.started.setdefault(h.name, real_now)
+        readings = h.sample(sim_now)
         return build_report(
             host=h.name, site=h.site, delivery_group=h.delivery_group,
             timestamp=real_now + h.clock_offset(),
             agent=agent_info(interval=self.interval, start_time=started, os="windows",
                              os_release="Windows Server 2022 (simulated)", version=__version__),
-            statuses={name: {"success": True, "duration_seconds": 0.001} for name in h.readings(sim_now)},
-            readings=h.readings(sim_now), goodbye=goodbye)
+            statuses=[CollectorStatus(name, True, 0.001) for name in readings],
+            readings=readings, goodbye=goodbye)
+
+    def _push(self, report: Report, deadline: float):
+        return self._pusher(report.host).push(report_to_doc(report), deadline)
 
     def tick(self) -> Tuple[int, int]:
         """One interval: step the farm, push every reporting host (and goodbyes); returns (sent, failed)."""
@@ -88,7 +93,7 @@ class Simulation:
                 jobs.append(self.report(h, sim_now, real_now, goodbye=True))  # a clean power-down
                 self.started.pop(h.name, None)
         deadline = time.monotonic() + self.interval * 0.8
-        results = list(self.pool.map(lambda r: self._pusher(r["host"]).push(r, deadline), jobs))
+        results = list(self.pool.map(lambda r: self._push(r, deadline), jobs))
         sent = sum(1 for r in results if r.accepted)
         self.sent += sent
         self.failed += len(results) - sent
@@ -109,7 +114,7 @@ class Simulation:
         jobs = [self.report(h, self.sim_now(), real_now, goodbye=True)
                 for h in self.farm.hosts if self.was_reporting.get(h.name)]
         deadline = time.monotonic() + 5
-        list(self.pool.map(lambda r: self._pusher(r["host"]).push(r, deadline), jobs))
+        list(self.pool.map(lambda r: self._push(r, deadline), jobs))
         self.pool.shutdown()
 
 

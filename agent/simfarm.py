@@ -4,8 +4,8 @@ Given a simulated wall-clock time, `Farm.step(now)` moves every host forward:
 users log on and off along a working-day curve, disconnect over lunch, go idle,
 and non-persistent desktops power down at night (saying goodbye) and come back
 in the morning. Faults can be put on chosen hosts. Each simulated host then
-answers the same collector interface as a real one (`SimHost.readings()`), so
-reports are built and pushed by the agent's own code.
+reads as a real one does (`SimHost.sample()`: the report contract's readings),
+so reports are built and pushed by the agent's own code.
 
 Everything here is deterministic for a given seed: tests step it with literal times.
 """
@@ -15,7 +15,23 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from agent.sessions.states import effective_state
+from contract.report import (
+    Capacity,
+    Disk,
+    Filesystem,
+    Interface,
+    Load,
+    Memory,
+    SessionEntry,
+    Sessions,
+    System,
+    cpu_times,
+    reading_to_doc,
+    session_counts,
+)
 
 FAULTS = ("agent_dies", "cpu_saturated", "memory_exhausted", "disk_filling", "not_accepting",
           "black_hole", "clock_skew", "maintenance")
@@ -142,58 +158,54 @@ class SimHost:
 
     # -- what an agent would read -------------------------------------------
 
-    def readings(self, now: float, idle_after: float = 1800.0) -> Dict[str, object]:
-        counts: Dict[str, Dict[str, int]] = {}
+    def sample(self, now: float, idle_after: float = 1800.0) -> Dict[str, Any]:
+        """What an agent would read now: each collector's reading of the report contract, by name."""
+        counts: Dict[Tuple[str, str], int] = {}
         oldest = None
+        entries = []
         for s in self.sessions.values():
-            state = s.state
-            if state == "active" and now - s.last_input > idle_after:
-                state = "idle"
-            counts.setdefault(state, {}).setdefault(s.protocol, 0)
-            counts[state][s.protocol] += 1
+            idle = round(now - s.last_input, 1)
+            state = effective_state(s.state, now - s.last_input, idle_after)
+            counts[state, s.protocol] = counts.get((state, s.protocol), 0) + 1
             if s.disconnect_time is not None and (oldest is None or s.disconnect_time < oldest):
                 oldest = s.disconnect_time
+            if len(entries) < 50:
+                entries.append(SessionEntry(id=str(s.id), logon_time_seconds=s.logon_time, state=state,
+                                            protocol=s.protocol, user="u-sim" + s.user[-5:], idle_seconds=idle))
         used = 2 * GiB + 600 * 1024 ** 2 * len(self.sessions)
         if "memory_exhausted" in self.faults:
             used = self.memory_bytes * 0.98
         used = min(used, self.memory_bytes)
         idle = self.cpu_idle
         return {
-            "cpu": {"count": self.cpus, "seconds": {"user": round(self.cpu_busy * 0.8, 3),
-                                                    "system": round(self.cpu_busy * 0.2, 3),
-                                                    "idle": round(idle, 3)}},
-            "load": {"load1": round(self.cpus * self.cpu_busy / max(1.0, self.cpu_busy + idle), 2),
-                     "load5": 0.0, "load15": 0.0},
-            "memory": {"total_bytes": self.memory_bytes, "available_bytes": self.memory_bytes - used,
-                       "swap_total_bytes": 4 * GiB, "swap_used_bytes": 0},
-            "filesystems": [{"mountpoint": "C:\\", "fstype": "NTFS", "device": "C:\\",
-                             "size_bytes": self.disk_bytes,
-                             "avail_bytes": max(0.0, self.disk_bytes * 0.6 - self.disk_used)}],
-            "disks": [{"device": "PhysicalDrive0", "read_bytes": round(self.net_bytes * 0.3),
-                       "written_bytes": round(self.net_bytes * 0.2), "reads_completed": round(self.net_bytes / 40960),
-                       "writes_completed": round(self.net_bytes / 81920),
-                       "io_time_seconds": round(self.cpu_busy / 10, 3)}],
-            "interfaces": [{"interface": "Ethernet0", "receive_bytes": round(self.net_bytes),
-                            "transmit_bytes": round(self.net_bytes * 3), "receive_packets": round(self.net_bytes / 900),
-                            "transmit_packets": round(self.net_bytes / 1100), "receive_errors": 0,
-                            "transmit_errors": 0, "receive_drops": 0, "transmit_drops": 0}],
-            "system": {"boot_time_seconds": self.boot_time, "processes": 120 + 25 * len(self.sessions)},
-            "sessions": {
-                "source": "simulated",
-                "counts": counts,
-                "users": len({s.user for s in self.sessions.values()}),
-                "total": len(self.sessions),
-                "truncated": False,
-                "oldest_disconnect_time_seconds": oldest,
-                "logons_total": self.logons, "logoffs_total": self.logoffs,
-                "disconnects_total": self.disconnects, "reconnects_total": self.reconnects,
-                "list": [{"id": str(s.id), "logon_time_seconds": s.logon_time, "state": s.state,
-                          "protocol": s.protocol, "user": "u-sim" + s.user[-5:],
-                          "idle_seconds": round(now - s.last_input, 1)} for s in self.sessions.values()][:50],
-            },
-            "capacity": {"max_sessions": self.max_sessions, "accepting_sessions": self.accepting(),
-                         "maintenance": "maintenance" in self.faults},
+            "cpu": cpu_times(self.cpus, {"user": round(self.cpu_busy * 0.8, 3), "system": round(self.cpu_busy * 0.2, 3),
+                                         "idle": round(idle, 3)}),
+            "load": Load(round(self.cpus * self.cpu_busy / max(1.0, self.cpu_busy + idle), 2), 0.0, 0.0),
+            "memory": Memory(total_bytes=self.memory_bytes, available_bytes=self.memory_bytes - used,
+                             swap_total_bytes=4 * GiB, swap_used_bytes=0),
+            "filesystems": (Filesystem(mountpoint="C:\\", fstype="NTFS", device="C:\\", size_bytes=self.disk_bytes,
+                                       avail_bytes=max(0.0, self.disk_bytes * 0.6 - self.disk_used)),),
+            "disks": (Disk(device="PhysicalDrive0", read_bytes=round(self.net_bytes * 0.3),
+                           written_bytes=round(self.net_bytes * 0.2), reads_completed=round(self.net_bytes / 40960),
+                           writes_completed=round(self.net_bytes / 81920),
+                           io_time_seconds=round(self.cpu_busy / 10, 3)),),
+            "interfaces": (Interface("Ethernet0", round(self.net_bytes), round(self.net_bytes * 3),
+                                     round(self.net_bytes / 900), round(self.net_bytes / 1100), 0, 0, 0, 0),),
+            "system": System(boot_time_seconds=self.boot_time, processes=120 + 25 * len(self.sessions)),
+            "sessions": Sessions(
+                source="simulated", counts=session_counts(counts),
+                users=len({s.user for s in self.sessions.values()}), total=len(self.sessions), truncated=False,
+                oldest_disconnect_time_seconds=oldest,
+                logons_total=self.logons, logoffs_total=self.logoffs,
+                disconnects_total=self.disconnects, reconnects_total=self.reconnects,
+                entries=tuple(entries), user_processes=None, system_processes=None, top_users=None),
+            "capacity": Capacity(max_sessions=self.max_sessions, accepting_sessions=self.accepting(),
+                                 maintenance="maintenance" in self.faults),
         }
+
+    def readings(self, now: float, idle_after: float = 1800.0) -> Dict[str, Any]:
+        """`sample` as the `readings` object of the JSON report."""
+        return {name: reading_to_doc(name, r) for name, r in self.sample(now, idle_after).items()}
 
     def clock_offset(self) -> float:
         return 300.0 if "clock_skew" in self.faults else 0.0

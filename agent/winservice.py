@@ -244,8 +244,8 @@ class ServiceRunner:
         self.load = load
 
     def run(self) -> int:
-        from agent.cli import build_agent
         from agent.config import load_machine_config, resolve_host
+        from agent.wiring import build_agent
 
         build = self.build or build_agent
         load = self.load or load_machine_config  # the command line's loader: same file, same identity

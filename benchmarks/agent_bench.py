@@ -66,9 +66,10 @@ def child(collections: int, per_user_top: int, sessions: int) -> Dict[str, float
     import dataclasses
     import threading
 
-    from agent.cli import build_agent
     from agent.config import AgentConfig
     from agent.push import encode
+    from agent.wiring import build_agent
+    from contract.report import report_to_doc
 
     config = AgentConfig()
     config = dataclasses.replace(config, sessions=dataclasses.replace(
@@ -82,16 +83,16 @@ def child(collections: int, per_user_top: int, sessions: int) -> Dict[str, float
     agent.report()  # the first collection primes per-process state: counted apart
     primed = time.process_time()
     for _ in range(collections):
-        encode(agent.report())
+        encode(report_to_doc(agent.report()))
     done = time.process_time()
     report = agent.report()
     return {
         "startup_cpu_s": primed - start,
         "cpu_per_collection_s": (done - primed) / collections,
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "processes_seen": (report["readings"].get("system") or {}).get("processes", 0),
-        "sessions_seen": (report["readings"].get("sessions") or {}).get("total", 0),
-        "collectors": sorted(report["collectors"]),
+        "processes_seen": report.system.processes if report.system else 0,
+        "sessions_seen": report.sessions.total if report.sessions else 0,
+        "collectors": sorted(c.name for c in report.collectors),
     }
 
 

@@ -1,9 +1,12 @@
 """The report contract, schema version 1: the one place that says what a report is.
 
-The agent builds reports as plain dicts (JSON-ready); the collector turns a decoded
-JSON document into a frozen `Report` with `parse_report`, which checks every field
-and returns *all* problems at once, each naming the field's path, so that an
-operator reading a 400 answer sees everything that is wrong with the report.
+The agent's sources build these frozen dataclasses and the agent sends
+`report_to_doc(report)`; the collector turns a decoded JSON document back into a
+`Report` with `parse_report`, which checks every field and returns *all* problems
+at once, each naming the field's path, so that an operator reading a 400 answer
+sees everything that is wrong with the report. The JSON shape is written here
+only: `parse_report(report_to_doc(r)) == r` for every report in canonical form
+(`canonical_host` host, modes and collectors sorted: what the helpers below build).
 
 docs/report-format.md is the prose version of this module; keep the two together.
 """
@@ -14,7 +17,19 @@ import json
 import math
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from contract.rejections import (
+    REASON_DUPLICATE,
+    REASON_INVALID,
+    REASON_MISSING,
+    REASON_NOT_FINITE,
+    REASON_RANGE,
+    REASON_SCHEMA,
+    REASON_TOO_LONG,
+    REASON_TOO_MANY,
+    REASON_TYPE,
+)
 
 SCHEMA_VERSION = 1
 
@@ -24,18 +39,6 @@ SESSION_PROTOCOLS = ("ica", "rdp", "console", "ssh", "other")
 SESSION_SOURCES = ("windows", "logind", "utmp", "simulated")
 # A host's liveness as the collector derives it (the `state` label of vdi_host_state).
 HOST_STATES = ("up", "stale", "stopped", "maintenance")
-
-# Why a report was refused; the values are the `reason` label of
-# vdi_collector_reports_rejected_total, so the set is closed.
-REASON_MISSING = "missing"
-REASON_TYPE = "wrong_type"
-REASON_RANGE = "out_of_range"
-REASON_NOT_FINITE = "not_finite"
-REASON_TOO_LONG = "too_long"
-REASON_INVALID = "invalid_value"
-REASON_TOO_MANY = "too_many_items"
-REASON_DUPLICATE = "duplicate"
-REASON_SCHEMA = "unsupported_schema_version"
 
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})$")
 # Cumulative counters may legitimately be very large (bytes since boot on a
@@ -52,6 +55,36 @@ MAX_PATH_CHARS = 160
 # What a path may not show as it is: control characters would break a log line,
 # lone surrogates cannot be encoded as UTF-8 (an answer naming them would fail).
 _UNPRINTABLE_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def label_problem(value: str, limit: int, allow_empty: bool = False) -> Optional[Tuple[str, str]]:
+    """Why `value` cannot be a label value, as (reason, message); None when it can.
+
+    The one rule for label text: the collector refuses a report holding a value
+    it breaks, and the agent's sources leave out an entry whose name breaks it
+    (`fits_label`), so that one odd mount point costs its entry, not the report.
+    """
+    if len(value) > limit:
+        return REASON_TOO_LONG, f"must be at most {limit} characters, got {len(value)}"
+    if not value and not allow_empty:
+        return REASON_INVALID, "must not be empty"
+    if CONTROL_RE.search(value):
+        return REASON_INVALID, "must not contain control characters or line breaks"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return REASON_INVALID, "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def fits_label(text: str, limit: Optional[int] = None) -> bool:
+    """Whether `text` passes the contract as a label value (at most `limit`, default
+    `DEFAULT_LIMITS.max_label_length`, characters).
+
+    >>> fits_label("C:\\\\"), fits_label(""), fits_label("eth0\\n"), fits_label("x" * 129)
+    (True, False, False, False)
+    """
+    return label_problem(text, DEFAULT_LIMITS.max_label_length if limit is None else limit) is None
 
 
 @dataclass(frozen=True)
@@ -241,26 +274,59 @@ class Report:
     capacity: Optional[Capacity] = None
 
 
+def cpu_times(count: int, seconds: Mapping[str, float]) -> Cpu:
+    """A `Cpu` from seconds by mode, in the contract's order (by mode)."""
+    return Cpu(count=count, seconds=tuple(sorted(seconds.items())))
+
+
+def session_counts(found: Mapping[Tuple[str, str], int]) -> Tuple[Tuple[str, str, int], ...]:
+    """Every (state, protocol, count) of the contract, 0 where `found` has none: states never vanish."""
+    return tuple((s, p, found.get((s, p), 0)) for s in SESSION_STATES for p in SESSION_PROTOCOLS)
+
+
+def sorted_statuses(items: Iterable[CollectorStatus]) -> Tuple[CollectorStatus, ...]:
+    """Collector statuses in the contract's order (by name)."""
+    return tuple(sorted(items, key=lambda c: c.name))
+
+
 def _plain(value: Any) -> Dict[str, Any]:
-    """A flat dataclass as a JSON object, optional fields that are None left out."""
-    return {f.name: getattr(value, f.name) for f in fields(value) if getattr(value, f.name) is not None}
+    """A flat dataclass as a JSON object; an unknown optional value is null."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def _sessions_doc(s: Sessions) -> Dict[str, Any]:
-    doc: Dict[str, Any] = {"source": s.source, "counts": {}}
+    counts: Dict[str, Dict[str, int]] = {}
     for state, protocol, n in s.counts:
-        doc["counts"].setdefault(state, {})[protocol] = n
-    for name in ("users", "total", "truncated", "oldest_disconnect_time_seconds", "logons_total",
-                 "logoffs_total", "disconnects_total", "reconnects_total"):
-        if getattr(s, name) is not None:
-            doc[name] = getattr(s, name)
-    doc["list"] = [_plain(e) for e in s.entries]
+        if n:  # a zero is what the parser assumes for a pair the agent does not send
+            counts.setdefault(state, {})[protocol] = n
+    doc: Dict[str, Any] = {
+        "source": s.source, "counts": counts, "users": s.users, "total": s.total, "truncated": s.truncated,
+        "oldest_disconnect_time_seconds": s.oldest_disconnect_time_seconds,
+        "logons_total": s.logons_total, "logoffs_total": s.logoffs_total,
+        "disconnects_total": s.disconnects_total, "reconnects_total": s.reconnects_total,
+        "list": [{"id": e.id, "logon_time_seconds": e.logon_time_seconds, "state": e.state, "protocol": e.protocol,
+                  "user": e.user, "idle_seconds": e.idle_seconds} for e in s.entries],
+    }
     groups = {k: _plain(g) for k, g in (("user", s.user_processes), ("system", s.system_processes)) if g}
     if groups:
         doc["processes"] = groups
     if s.top_users is not None:
         doc["top_users"] = [_plain(u) for u in s.top_users]
     return doc
+
+
+def reading_to_doc(name: str, reading: Any) -> Any:
+    """One reading (a `Report` field under `readings`) as the JSON the agent sends for it."""
+    if name == "cpu":
+        return {"count": reading.count, "seconds": dict(reading.seconds)}
+    if name == "sessions":
+        return _sessions_doc(reading)
+    if isinstance(reading, tuple):
+        return [_plain(item) for item in reading]
+    return _plain(reading)
+
+
+READINGS = ("cpu", "load", "memory", "filesystems", "disks", "interfaces", "system", "sessions", "capacity")
 
 
 def report_to_doc(report: Report) -> Dict[str, Any]:
@@ -272,24 +338,14 @@ def report_to_doc(report: Report) -> Dict[str, Any]:
     doc: Dict[str, Any] = {
         "schema_version": report.schema_version, "host": report.host, "site": report.site,
         "delivery_group": report.delivery_group, "timestamp_seconds": report.timestamp_seconds,
-        "goodbye": report.goodbye, "agent": _plain(report.agent),
+        "agent": _plain(report.agent),
         "collectors": {c.name: {"success": c.success, "duration_seconds": c.duration_seconds}
                        for c in report.collectors},
+        "readings": {name: reading_to_doc(name, getattr(report, name)) for name in READINGS
+                     if getattr(report, name) is not None},
     }
-    readings: Dict[str, Any] = {}
-    if report.cpu is not None:
-        readings["cpu"] = {"count": report.cpu.count, "seconds": dict(report.cpu.seconds)}
-    for name in ("load", "memory", "system", "capacity"):
-        section = getattr(report, name)
-        if section is not None:
-            readings[name] = _plain(section)
-    for name in ("filesystems", "disks", "interfaces"):
-        items = getattr(report, name)
-        if items is not None:
-            readings[name] = [_plain(item) for item in items]
-    if report.sessions is not None:
-        readings["sessions"] = _sessions_doc(report.sessions)
-    doc["readings"] = readings
+    if report.goodbye:
+        doc["goodbye"] = True
     return doc
 
 
@@ -396,20 +452,10 @@ class _Checker:
         if not isinstance(value, str):
             self.fail(where, REASON_TYPE, f"must be a string, got {_kind(value)}")
             return None
-        limit = self.limits.max_label_length if max_length is None else max_length
-        if len(value) > limit:
-            self.fail(where, REASON_TOO_LONG, f"must be at most {limit} characters, got {len(value)}")
-            return None
-        if not value and not allow_empty:
-            self.fail(where, REASON_INVALID, "must not be empty")
-            return None
-        if CONTROL_RE.search(value):
-            self.fail(where, REASON_INVALID, "must not contain control characters or line breaks")
-            return None
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            self.fail(where, REASON_INVALID, "must be valid Unicode (no lone surrogates)")
+        problem = label_problem(value, self.limits.max_label_length if max_length is None else max_length,
+                                allow_empty)
+        if problem is not None:
+            self.fail(where, *problem)
             return None
         return value
 

@@ -37,6 +37,26 @@ def require_tool(name: str) -> str:
     pytest.skip(f"{name} is not installed")
 
 
+class FakeClock:
+    """A clock a test sets: call it for the time; `advance` and `sleep` move it on (sleeps are kept)."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+        self.sleeps: List[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:  # sleep(0) is a caller asking whether it should stop
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
                poll: float = 0.1) -> Any:
     """Call `predicate` until it returns something truthy, and return that; fail after `timeout` seconds."""

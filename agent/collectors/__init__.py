@@ -1,8 +1,11 @@
 """Host collectors: one module per source, registered by name.
 
-A collector is built once from a `Context` (the sources it reads, injected so
-that tests can replay recorded readings) and then asked for one JSON-ready
-fragment per interval. Its name is also its key under the report's `readings`.
+A collector takes what it reads as constructor arguments (psutil, a session
+source, a root folder...), so that tests build it on recorded readings;
+`from_context` builds it from the agent's typed `Context` when the agent is
+wired. Each interval it returns one reading of the report contract
+(contract/report.py: `Memory`, `Cpu`, `Sessions`...); its name is also its key
+under the report's `readings`.
 `run_all` is the only place that times collectors, isolates their failures and
 logs them: a failing collector costs its own section, never the report.
 """
@@ -11,31 +14,50 @@ from __future__ import annotations
 
 import importlib
 import logging
+import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from agent.config import COLLECTORS, AgentConfig
+from contract.report import CollectorStatus
+
 log = logging.getLogger(__name__)
 
 
-@dataclass
+def os_name() -> str:
+    """"windows", "linux", "darwin", ...: the running OS, as the report's `os` names it."""
+    return platform.system().lower() or "unknown"
+
+
+@dataclass(frozen=True)
 class Context:
-    """What collectors may read. Tests pass fakes for any of these."""
+    """What the registered collectors are built from when the agent is wired.
+
+    `os` decides OS-specific behaviour (loopback names, disk filters, the session
+    source); the roots the collectors read are `config.agent.proc_root`, `dev_root`
+    and `run_root`. `wts_api` is the Windows session layer (None: the real one).
+    """
 
     psutil: Any
-    config: Any = None
+    config: AgentConfig = field(default_factory=AgentConfig)
     clock: Callable[[], float] = time.time
-    platform: str = ""  # "windows", "linux", ...; "" means the running one
-    extra: Dict[str, Any] = field(default_factory=dict)
+    os: str = field(default_factory=os_name)
+    wts_api: Any = None
 
 
 class Collector:
-    """Base class: subclasses set `name` and implement `collect`."""
+    """Base class: subclasses set `name`, implement `collect` and, when they read more
+    than psutil, `from_context`."""
 
     name: str = ""
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(self, psutil: Any):
+        self.psutil = psutil
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> "Collector":
+        return cls(ctx.psutil)
 
     def collect(self) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
@@ -50,15 +72,15 @@ class Registration:
 
 REGISTRY: Dict[str, Registration] = {}
 
-# Modules that register collectors when imported, in report order.
-MODULES = ("cpu", "load", "memory", "filesystems", "disks", "interfaces", "system",
-           "sessions", "capacity")
+# Modules that register collectors when imported, in report order (agent.config names them,
+# so that `disabled_collectors` is checked when the file is read).
+MODULES = COLLECTORS
 
 
 def register(name: str, default_enabled: bool = True) -> Callable[[type], type]:
     def wrap(cls: type) -> type:
         cls.name = name
-        REGISTRY[name] = Registration(name, cls, default_enabled)
+        REGISTRY[name] = Registration(name, cls.from_context, default_enabled)
         return cls
     return wrap
 
@@ -90,12 +112,13 @@ class Runner:
         self.perf_counter = perf_counter
         self.failing: Dict[str, str] = {}
 
-    def run_all(self) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+    def run_all(self) -> Tuple[Dict[str, Any], Dict[str, CollectorStatus]]:
+        """Every collector's reading (by name; a failed one has none) and status."""
         readings: Dict[str, Any] = {}
-        statuses: Dict[str, Dict[str, Any]] = {}
+        statuses: Dict[str, CollectorStatus] = {}
         for outcome in map(self._run_one, self.collectors):
-            statuses[outcome.name] = {"success": outcome.success,
-                                      "duration_seconds": round(outcome.duration_seconds, 6)}
+            statuses[outcome.name] = CollectorStatus(outcome.name, outcome.success,
+                                                     round(outcome.duration_seconds, 6))
             if outcome.success and outcome.reading is not None:
                 readings[outcome.name] = outcome.reading
             self._note(outcome)

@@ -3,31 +3,7 @@
 from __future__ import annotations
 
 import logging
-import platform
 from typing import List
-
-from agent.collectors import Context
-from contract.report import CONTROL_RE, DEFAULT_LIMITS
-
-
-def os_name(ctx: Context) -> str:
-    """"windows", "linux", ...: the context's platform, else the running one."""
-    return ctx.platform or platform.system().lower() or "unknown"
-
-
-def fits_label(text: str, limit: int = DEFAULT_LIMITS.max_label_length) -> bool:
-    """Whether `text` passes the contract as a label value.
-
-    One odd mount point or interface name must cost its own entry, not the whole
-    report: the collector refuses a report with any bad label value.
-    """
-    if not text or len(text) > limit or CONTROL_RE.search(text):
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from undecodable names
-        return False
-    return True
 
 
 class FirstN:

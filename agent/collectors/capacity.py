@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
 from agent.collectors import Collector, Context, register
-from agent.collectors._common import os_name
-from agent.sessions.settings import CAPACITY_DEFAULTS, section
+from agent.config import CapacitySection
+from contract.report import Capacity
 
 log = logging.getLogger(__name__)
 
@@ -81,24 +81,26 @@ def _exists(path: str) -> bool:
 
 @register("capacity")
 class CapacityCollector(Collector):
-    def __init__(self, ctx: Context):
-        super().__init__(ctx)
-        self.logon_mode: Optional[Callable[[], RdsLogonMode]] = ctx.extra.get("rds_logon_mode")
-        if self.logon_mode is None and os_name(ctx) == "windows":
-            self.logon_mode = read_rds_logon_mode
+    """`settings` is the `[capacity]` section; `logon_mode` reads RDS's logon mode (None: not Windows)."""
+
+    def __init__(self, settings: CapacitySection, logon_mode: Optional[Callable[[], RdsLogonMode]] = None):
+        super().__init__(None)
+        self.settings = settings
+        self.logon_mode = logon_mode
         self._registry_failing = False
 
-    def collect(self) -> Dict[str, Any]:
-        cfg = section(self.ctx.config, "capacity", CAPACITY_DEFAULTS)
-        accepting = bool(cfg.accepting) and not _exists(cfg.drain_file)
+    @classmethod
+    def from_context(cls, ctx: Context) -> "CapacityCollector":
+        return cls(ctx.config.capacity, read_rds_logon_mode if ctx.os == "windows" else None)
+
+    def collect(self) -> Capacity:
+        cfg = self.settings
+        accepting = cfg.accepting and not _exists(cfg.drain_file)
         mode = self._rds_mode()
         if mode is not None and not mode.accepting:
             accepting = False
-        return {
-            "max_sessions": int(cfg.max_sessions) if cfg.max_sessions else None,
-            "accepting_sessions": accepting,
-            "maintenance": bool(cfg.maintenance) or _exists(cfg.maintenance_file),
-        }
+        return Capacity(max_sessions=cfg.max_sessions or None, accepting_sessions=accepting,
+                        maintenance=cfg.maintenance or _exists(cfg.maintenance_file))
 
     def _rds_mode(self) -> Optional[RdsLogonMode]:
         """The RDS logon mode; None when unknown (not Windows, or the registry cannot be read)."""

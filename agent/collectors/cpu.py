@@ -13,9 +13,8 @@ Sample reading (Windows)::
 
 from __future__ import annotations
 
-from typing import Any, Dict
-
 from agent.collectors import Collector, register
+from contract.report import Cpu, cpu_times
 
 # Modes already included in others; see the module docstring.
 EXCLUDED_MODES = frozenset({"guest", "guest_nice"})
@@ -23,11 +22,11 @@ EXCLUDED_MODES = frozenset({"guest", "guest_nice"})
 
 @register("cpu")
 class CpuCollector(Collector):
-    def collect(self) -> Dict[str, Any]:
-        ps = self.ctx.psutil
+    def collect(self) -> Cpu:
+        ps = self.psutil
         count = ps.cpu_count()
         if not count:
             raise RuntimeError("psutil cannot tell the number of logical CPUs")
         times = ps.cpu_times()._asdict()
-        return {"count": int(count),
-                "seconds": {mode: float(value) for mode, value in times.items() if mode not in EXCLUDED_MODES}}
+        return cpu_times(int(count),
+                         {mode: float(value) for mode, value in times.items() if mode not in EXCLUDED_MODES})

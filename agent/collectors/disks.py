@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional, Tuple
 
-from agent.collectors import Collector, register
-from agent.collectors._common import FirstN, fits_label, os_name
-from contract.report import DEFAULT_LIMITS
+from agent.collectors import Collector, Context, register
+from agent.collectors._common import FirstN
+from contract.report import DEFAULT_LIMITS, Disk, fits_label
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,28 @@ def linux_skipped(name: str, names: Any) -> bool:
 class DisksCollector(Collector):
     max_entries = DEFAULT_LIMITS.max_disks
 
-    def __init__(self, ctx: Any):
-        super().__init__(ctx)
+    def __init__(self, psutil: Any, os: str):
+        super().__init__(psutil)
+        self.os = os
         self.first = FirstN(self.max_entries, "disks", log)
 
-    def collect(self) -> List[Dict[str, Any]]:
-        counters = self.ctx.psutil.disk_io_counters(perdisk=True)
+    @classmethod
+    def from_context(cls, ctx: Context) -> "DisksCollector":
+        return cls(ctx.psutil, ctx.os)
+
+    def collect(self) -> Tuple[Disk, ...]:
+        counters = self.psutil.disk_io_counters(perdisk=True)
         if not counters:  # None when the host has no disks psutil can read
-            return []
-        linux = os_name(self.ctx) == "linux"
+            return ()
+        linux = self.os == "linux"
         names = [n for n in sorted(counters) if not (linux and linux_skipped(n, counters)) and fits_label(n)]
-        names = self.first(names)
         out = []
-        for name in names:
+        for name in self.first(names):
             c = counters[name]
             busy_ms = getattr(c, "busy_time", None)
             if busy_ms is None:
                 busy_ms = c.read_time + c.write_time
-            out.append({"device": name, "read_bytes": int(c.read_bytes), "written_bytes": int(c.write_bytes),
-                        "reads_completed": int(c.read_count), "writes_completed": int(c.write_count),
-                        "io_time_seconds": busy_ms / 1000.0})
-        return out
+            out.append(Disk(device=name, read_bytes=int(c.read_bytes), written_bytes=int(c.write_bytes),
+                            reads_completed=int(c.read_count), writes_completed=int(c.write_count),
+                            io_time_seconds=busy_ms / 1000.0))
+        return tuple(out)

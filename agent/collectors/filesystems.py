@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from agent.collectors import Collector, register
-from agent.collectors._common import fits_label
-from contract.report import DEFAULT_LIMITS
+from contract.report import DEFAULT_LIMITS, Filesystem, fits_label
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +53,10 @@ def wanted(fstype: str, opts: str) -> bool:
 class FilesystemsCollector(Collector):
     max_entries = DEFAULT_LIMITS.max_filesystems
 
-    def __init__(self, ctx: Any):
-        super().__init__(ctx)
+    def __init__(self, psutil: Any, timeout: float = STAT_TIMEOUT):
+        super().__init__(psutil)
         self._warned_cap = False
-        self.timeout = STAT_TIMEOUT
+        self.timeout = timeout
         self._stuck: Dict[str, threading.Thread] = {}
 
     def _usage(self, mountpoint: str) -> Optional[Any]:
@@ -72,7 +71,7 @@ class FilesystemsCollector(Collector):
 
         def measure() -> None:
             try:
-                result["usage"] = self.ctx.psutil.disk_usage(mountpoint)
+                result["usage"] = self.psutil.disk_usage(mountpoint)
             except OSError as e:
                 result["error"] = e
 
@@ -88,10 +87,9 @@ class FilesystemsCollector(Collector):
             raise result["error"]
         return result["usage"]
 
-    def collect(self) -> List[Dict[str, Any]]:
-        ps = self.ctx.psutil
-        by_mountpoint = {p.mountpoint: p for p in ps.disk_partitions(all=False)}  # the last one wins
-        out: List[Dict[str, Any]] = []
+    def collect(self) -> Tuple[Filesystem, ...]:
+        by_mountpoint = {p.mountpoint: p for p in self.psutil.disk_partitions(all=False)}  # the last one wins
+        out: List[Filesystem] = []
         for mountpoint in sorted(by_mountpoint):
             part = by_mountpoint[mountpoint]
             if not wanted(part.fstype, part.opts):
@@ -113,6 +111,6 @@ class FilesystemsCollector(Collector):
                 continue
             if usage is None:
                 continue
-            out.append({"mountpoint": mountpoint, "fstype": part.fstype, "device": part.device,
-                        "size_bytes": int(usage.total), "avail_bytes": int(usage.free)})
-        return out
+            out.append(Filesystem(mountpoint=mountpoint, fstype=part.fstype, device=part.device,
+                                  size_bytes=int(usage.total), avail_bytes=int(usage.free)))
+        return tuple(out)

@@ -19,21 +19,16 @@ Sample reading::
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Tuple
 
-from agent.collectors import Collector, register
-from agent.collectors._common import FirstN, fits_label, os_name
-from contract.report import DEFAULT_LIMITS
+from agent.collectors import Collector, Context, register
+from agent.collectors._common import FirstN
+from contract.report import DEFAULT_LIMITS, Interface, fits_label
 
 log = logging.getLogger(__name__)
 
-# Report key <- psutil snetio field.
-FIELDS = (
-    ("receive_bytes", "bytes_recv"), ("transmit_bytes", "bytes_sent"),
-    ("receive_packets", "packets_recv"), ("transmit_packets", "packets_sent"),
-    ("receive_errors", "errin"), ("transmit_errors", "errout"),
-    ("receive_drops", "dropin"), ("transmit_drops", "dropout"),
-)
+# psutil snetio fields, in the order of `Interface`'s counters (receive_bytes, transmit_bytes, ...).
+FIELDS = ("bytes_recv", "bytes_sent", "packets_recv", "packets_sent", "errin", "errout", "dropin", "dropout")
 
 
 def is_loopback(name: str, os: str) -> bool:
@@ -46,19 +41,17 @@ def is_loopback(name: str, os: str) -> bool:
 class InterfacesCollector(Collector):
     max_entries = DEFAULT_LIMITS.max_interfaces
 
-    def __init__(self, ctx: Any):
-        super().__init__(ctx)
+    def __init__(self, psutil: Any, os: str):
+        super().__init__(psutil)
+        self.os = os
         self.first = FirstN(self.max_entries, "network interfaces", log)
 
-    def collect(self) -> List[Dict[str, Any]]:
-        counters = self.ctx.psutil.net_io_counters(pernic=True) or {}
-        os = os_name(self.ctx)
-        names = [n for n in sorted(counters) if not is_loopback(n, os) and fits_label(n)]
-        names = self.first(names)
-        out = []
-        for name in names:
-            c = counters[name]
-            entry: Dict[str, Any] = {"interface": name}
-            entry.update((key, int(getattr(c, field))) for key, field in FIELDS)
-            out.append(entry)
-        return out
+    @classmethod
+    def from_context(cls, ctx: Context) -> "InterfacesCollector":
+        return cls(ctx.psutil, ctx.os)
+
+    def collect(self) -> Tuple[Interface, ...]:
+        counters = self.psutil.net_io_counters(pernic=True) or {}
+        names = [n for n in sorted(counters) if not is_loopback(n, self.os) and fits_label(n)]
+        return tuple(Interface(name, *(int(getattr(counters[name], f)) for f in FIELDS))
+                     for name in self.first(names))

@@ -11,13 +11,12 @@ Sample reading::
 
 from __future__ import annotations
 
-from typing import Dict
-
 from agent.collectors import Collector, register
+from contract.report import Load
 
 
 @register("load")
 class LoadCollector(Collector):
-    def collect(self) -> Dict[str, float]:
-        load1, load5, load15 = self.ctx.psutil.getloadavg()
-        return {"load1": float(load1), "load5": float(load5), "load15": float(load15)}
+    def collect(self) -> Load:
+        load1, load5, load15 = self.psutil.getloadavg()
+        return Load(float(load1), float(load5), float(load15))

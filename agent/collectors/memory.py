@@ -12,16 +12,15 @@ Sample reading::
 
 from __future__ import annotations
 
-from typing import Dict
-
 from agent.collectors import Collector, register
+from contract.report import Memory
 
 
 @register("memory")
 class MemoryCollector(Collector):
-    def collect(self) -> Dict[str, int]:
-        ps = self.ctx.psutil
+    def collect(self) -> Memory:
+        ps = self.psutil
         memory = ps.virtual_memory()
         swap = ps.swap_memory()
-        return {"total_bytes": int(memory.total), "available_bytes": int(memory.available),
-                "swap_total_bytes": int(swap.total), "swap_used_bytes": int(swap.used)}
+        return Memory(total_bytes=int(memory.total), available_bytes=int(memory.available),
+                      swap_total_bytes=int(swap.total), swap_used_bytes=int(swap.used))

@@ -11,13 +11,12 @@ Sample reading::
 
 from __future__ import annotations
 
-from typing import Any, Dict
-
 from agent.collectors import Collector, register
+from contract.report import System
 
 
 @register("system")
 class SystemCollector(Collector):
-    def collect(self) -> Dict[str, Any]:
-        ps = self.ctx.psutil
-        return {"boot_time_seconds": float(ps.boot_time()), "processes": len(ps.pids())}
+    def collect(self) -> System:
+        ps = self.psutil
+        return System(boot_time_seconds=float(ps.boot_time()), processes=len(ps.pids()))

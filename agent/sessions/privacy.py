@@ -18,7 +18,7 @@ import hmac
 import logging
 from typing import Dict
 
-from agent.collectors._common import fits_label
+from contract.report import fits_label
 
 log = logging.getLogger(__name__)
 

@@ -161,10 +161,6 @@ class Group:
     memory_bytes: float = 0.0
     processes: int = 0
 
-    def as_dict(self) -> Dict[str, Any]:
-        return {"cpu_seconds_total": round(self.cpu_seconds_total, 3), "memory_bytes": float(self.memory_bytes),
-                "processes": self.processes}
-
 
 @dataclass
 class ProcessSnapshot:
@@ -172,10 +168,7 @@ class ProcessSnapshot:
     user_cpu: Dict[str, float] = field(default_factory=dict)  # raw user -> CPU seconds since the previous snapshot
     user_memory: Dict[str, float] = field(default_factory=dict)
     wall_seconds: Optional[float] = None  # since the previous snapshot; None on the first
-    access_denied: int = 0
-
-    def as_reading(self) -> Dict[str, Any]:
-        return {name: self.groups[name].as_dict() for name in CLASSES}
+    access_denied: int = 0  # processes whose CPU or memory could not be read (logged once by the collector)
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def load(name: str, **changes: Any) -> FakePsutil:
 
 def context(fake: FakePsutil, **kwargs: Any) -> Context:
     """A collector context reading `fake`, on the platform the fixture was recorded on."""
-    return Context(psutil=fake, platform=fake.platform, **kwargs)
+    return Context(psutil=fake, os=fake.platform, **kwargs)
 
 
 def record() -> Dict[str, Any]:  # pragma: no cover - a tool, run by hand on a real host

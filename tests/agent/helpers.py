@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from contract.report import Report, parse_report
+from contract.report import Report, parse_report, reading_to_doc
 
 
 def report_with(readings: Dict[str, Any], **top: Any) -> Dict[str, Any]:
@@ -23,3 +23,8 @@ def report_with(readings: Dict[str, Any], **top: Any) -> Dict[str, Any]:
 def parse_reading(name: str, reading: Any) -> Report:
     """The report the collector would parse from this one reading (raises ReportError if refused)."""
     return parse_report(report_with({name: reading}))
+
+
+def collected(collector: Any) -> Any:
+    """One reading of `collector` as the agent sends it (the JSON of contract/report.py's types)."""
+    return reading_to_doc(collector.name, collector.collect())

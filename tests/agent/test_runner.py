@@ -9,17 +9,19 @@ import pytest
 from agent.config import AgentConfig, AgentSection
 from agent.push import ACCEPTED, PushResult
 from agent.runner import Agent, _linux_pretty_name, agent_info, build_report, next_tick, os_release
-from contract.report import parse_report
+from contract.report import AgentInfo, CollectorStatus, Load, parse_report, report_to_doc
+from tests.conftest import FakeClock as Clock
 
 AGENT = {"version": "0.1.0", "os": "windows", "os_release": "Windows Server 2022 Datacenter 10.0.20348",
          "interval_seconds": 15.0, "start_time_seconds": 1764540000.0}
+INFO = AgentInfo(**AGENT)
 
 
 def test_build_report_from_literal_inputs() -> None:
-    report = build_report(
+    built = build_report(
         host="vda-win-01", site="City Hall", delivery_group="Office Desktops", timestamp=1764547200.2504,
-        agent=AGENT, statuses={"load": {"success": True, "duration_seconds": 0.0001}},
-        readings={"load": {"load1": 2.5, "load5": 2.25, "load15": 1.75}})
+        agent=INFO, statuses=[CollectorStatus("load", True, 0.0001)], readings={"load": Load(2.5, 2.25, 1.75)})
+    report = report_to_doc(built)
     assert report == {
         "schema_version": 1, "host": "vda-win-01", "site": "City Hall", "delivery_group": "Office Desktops",
         "timestamp_seconds": 1764547200.25, "agent": AGENT,
@@ -27,20 +29,21 @@ def test_build_report_from_literal_inputs() -> None:
         "readings": {"load": {"load1": 2.5, "load5": 2.25, "load15": 1.75}},
     }
     parsed = parse_report(report)
+    assert parsed == built
     assert parsed.goodbye is False and parsed.load.load15 == 1.75 and parsed.agent.interval_seconds == 15.0
 
 
 def test_goodbye_report() -> None:
-    report = build_report(host="vda-win-02", site="s", delivery_group="g", timestamp=1.0, agent=AGENT,
-                          statuses={}, readings={}, goodbye=True)
+    report = report_to_doc(build_report(host="vda-win-02", site="s", delivery_group="g", timestamp=1.0,
+                                        agent=INFO, statuses=[], readings={}, goodbye=True))
     assert report["goodbye"] is True
     assert parse_report(report).goodbye is True
 
 
 def test_agent_info() -> None:
     assert agent_info(interval=15.0, start_time=1764540000.0004, os="linux", os_release="Debian 12",
-                      version="9.9") == {"version": "9.9", "os": "linux", "os_release": "Debian 12",
-                                         "interval_seconds": 15.0, "start_time_seconds": 1764540000.0}
+                      version="9.9") == AgentInfo(version="9.9", os="linux", os_release="Debian 12",
+                                                  interval_seconds=15.0, start_time_seconds=1764540000.0)
 
 
 @pytest.mark.parametrize("now, expected", [
@@ -73,14 +76,6 @@ def test_linux_pretty_name(tmp_path) -> None:
     assert _linux_pretty_name(str(path)) == "Debian GNU/Linux 12 (bookworm)"
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class FakeRunner:
     """Collectors that take `costs[i]` seconds on the i-th run (the last cost repeats)."""
 
@@ -92,8 +87,7 @@ class FakeRunner:
     def run_all(self) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         self.started.append(self.clock.now)
         self.clock.now += self.costs[min(len(self.started) - 1, len(self.costs) - 1)]
-        return ({"load": {"load1": 1.0, "load5": 1.0, "load15": 1.0}},
-                {"load": {"success": True, "duration_seconds": 0.001}})
+        return {"load": Load(1.0, 1.0, 1.0)}, {"load": CollectorStatus("load", True, 0.001)}
 
 
 class FakePusher:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -17,44 +16,42 @@ from agent.collectors.capacity import (
     RdsLogonMode,
     read_rds_logon_mode,
 )
-from tests.agent.helpers import parse_reading
+from agent.config import CapacitySection
+from tests.agent.helpers import collected, parse_reading
 
 
-def ctx(platform: str = "linux", extra: Any = None, **capacity: Any) -> Context:
-    values = dict(max_sessions=0, accepting=True, drain_file="", maintenance=False, maintenance_file="")
-    values.update(capacity)
-    return Context(psutil=None, config=SimpleNamespace(capacity=SimpleNamespace(**values)), platform=platform,
-                   extra=extra or {})
+def collector(logon_mode: Optional[Callable[[], RdsLogonMode]] = None, **capacity: Any) -> CapacityCollector:
+    return CapacityCollector(CapacitySection(**capacity), logon_mode)
 
 
 def test_defaults_accept_sessions_without_a_maximum() -> None:
-    reading = CapacityCollector(ctx()).collect()
+    reading = collected(collector())
     assert reading == {"max_sessions": None, "accepting_sessions": True, "maintenance": False}
     capacity = parse_reading("capacity", reading).capacity
     assert capacity.max_sessions is None and capacity.accepting_sessions is True
 
 
 def test_no_config_at_all_means_the_defaults() -> None:
-    reading = CapacityCollector(Context(psutil=None, platform="linux")).collect()
+    reading = collected(CapacityCollector.from_context(Context(psutil=None, os="linux")))
     assert reading == {"max_sessions": None, "accepting_sessions": True, "maintenance": False}
 
 
 def test_config_values() -> None:
-    reading = CapacityCollector(ctx(max_sessions=25, accepting=False, maintenance=True)).collect()
+    reading = collected(collector(max_sessions=25, accepting=False, maintenance=True))
     assert reading == {"max_sessions": 25, "accepting_sessions": False, "maintenance": True}
     assert parse_reading("capacity", reading).capacity.max_sessions == 25
 
 
 def test_flag_files_drain_and_put_in_maintenance(tmp_path: Path) -> None:
     drain, maintenance = tmp_path / "drain", tmp_path / "maintenance"
-    collector = CapacityCollector(ctx(drain_file=str(drain), maintenance_file=str(maintenance)))
-    assert collector.collect()["accepting_sessions"] is True and collector.collect()["maintenance"] is False
+    c = collector(drain_file=str(drain), maintenance_file=str(maintenance))
+    assert c.collect().accepting_sessions is True and c.collect().maintenance is False
     drain.touch()
     maintenance.touch()
-    reading = collector.collect()
-    assert reading["accepting_sessions"] is False and reading["maintenance"] is True
+    reading = c.collect()
+    assert reading.accepting_sessions is False and reading.maintenance is True
     drain.unlink()
-    assert collector.collect()["accepting_sessions"] is True
+    assert c.collect().accepting_sessions is True
 
 
 @pytest.mark.parametrize("mode, accepting", [
@@ -64,12 +61,12 @@ def test_flag_files_drain_and_put_in_maintenance(tmp_path: Path) -> None:
     (RdsLogonMode(0, 1), False),  # change logon /disable
 ])
 def test_rds_logon_mode_on_windows(mode: RdsLogonMode, accepting: bool) -> None:
-    reading = CapacityCollector(ctx("windows", {"rds_logon_mode": lambda: mode})).collect()
+    reading = collected(collector(lambda: mode))
     assert reading["accepting_sessions"] is accepting
 
 
 def test_rds_allows_but_the_operator_drains() -> None:
-    reading = CapacityCollector(ctx("windows", {"rds_logon_mode": lambda: RdsLogonMode()}, accepting=False)).collect()
+    reading = collected(collector(lambda: RdsLogonMode(), accepting=False))
     assert reading["accepting_sessions"] is False
 
 
@@ -77,15 +74,16 @@ def test_an_unreadable_registry_is_logged_once_and_the_config_decides(caplog) ->
     def broken() -> RdsLogonMode:
         raise PermissionError(5, "Access is denied")
 
-    collector = CapacityCollector(ctx("windows", {"rds_logon_mode": broken}))
+    c = collector(broken)
     with caplog.at_level(logging.WARNING, logger="agent.collectors.capacity"):
-        readings = [collector.collect() for _ in range(3)]
+        readings = [collected(c) for _ in range(3)]
     assert all(r["accepting_sessions"] is True for r in readings)
     assert len([r for r in caplog.records if "RDS logon mode" in r.getMessage()]) == 1
 
 
-def test_linux_never_asks_a_registry() -> None:
-    assert CapacityCollector(ctx("linux")).logon_mode is None
+def test_linux_never_asks_a_registry_windows_does() -> None:
+    assert CapacityCollector.from_context(Context(psutil=None, os="linux")).logon_mode is None
+    assert CapacityCollector.from_context(Context(psutil=None, os="windows")).logon_mode is read_rds_logon_mode
 
 
 class FakeWinreg:

@@ -4,11 +4,11 @@ import pytest
 
 from agent.collectors.cpu import CpuCollector
 from tests.agent import fakepsutil
-from tests.agent.helpers import parse_reading
+from tests.agent.helpers import collected, parse_reading
 
 
 def collect(fixture: str, **changes):
-    return CpuCollector(fakepsutil.context(fakepsutil.load(fixture, **changes))).collect()
+    return collected(CpuCollector.from_context(fakepsutil.context(fakepsutil.load(fixture, **changes))))
 
 
 def test_linux_modes_exclude_guest_time_already_in_user_and_nice() -> None:

@@ -5,11 +5,11 @@ import pytest
 from agent.collectors.disks import DisksCollector, parent_disk
 from contract.report import DEFAULT_LIMITS
 from tests.agent import fakepsutil
-from tests.agent.helpers import parse_reading
+from tests.agent.helpers import collected, parse_reading
 
 
 def collect(fixture: str, **changes):
-    return DisksCollector(fakepsutil.context(fakepsutil.load(fixture, **changes))).collect()
+    return collected(DisksCollector.from_context(fakepsutil.context(fakepsutil.load(fixture, **changes))))
 
 
 def test_linux_skips_loop_ram_and_partitions_of_listed_disks() -> None:

@@ -7,15 +7,15 @@ import pytest
 from agent.collectors.filesystems import FilesystemsCollector, wanted
 from contract.report import DEFAULT_LIMITS
 from tests.agent import fakepsutil
-from tests.agent.helpers import parse_reading
+from tests.agent.helpers import collected, parse_reading
 
 
 def collector(fixture: str, **changes) -> FilesystemsCollector:
-    return FilesystemsCollector(fakepsutil.context(fakepsutil.load(fixture, **changes)))
+    return FilesystemsCollector.from_context(fakepsutil.context(fakepsutil.load(fixture, **changes)))
 
 
 def test_linux_keeps_real_writable_filesystems_sorted_by_mountpoint() -> None:
-    reading = collector("linux").collect()
+    reading = collected(collector("linux"))
     # Left out: /run (tmpfs), the snap (ro squashfs), /srv/images (ro), docker's overlay, cgroup2,
     # /mnt/backup (PermissionError), /data (a tmpfs mounted over the ext4 one).
     assert [f["mountpoint"] for f in reading] == ["/", "/boot/efi", "/home", "/scratch", "/var"]
@@ -25,14 +25,14 @@ def test_linux_keeps_real_writable_filesystems_sorted_by_mountpoint() -> None:
 
 
 def test_duplicate_mountpoint_keeps_the_last_mount_the_one_measured() -> None:
-    scratch = [f for f in collector("linux").collect() if f["mountpoint"] == "/scratch"]
+    scratch = [f for f in collected(collector("linux")) if f["mountpoint"] == "/scratch"]
     assert scratch == [{"mountpoint": "/scratch", "fstype": "ext4", "device": "/dev/sdf1",
                         "size_bytes": 214748364800, "avail_bytes": 96636764160}]
 
 
 def test_windows_skips_cdrom_drives_and_a_drive_that_is_not_ready() -> None:
     fake = fakepsutil.load("windows")
-    reading = FilesystemsCollector(fakepsutil.context(fake)).collect()
+    reading = collected(FilesystemsCollector.from_context(fakepsutil.context(fake)))
     assert [(f["mountpoint"], f["fstype"]) for f in reading] == [("C:\\", "NTFS"), ("D:\\", "NTFS")]
     assert "disk_usage(F:\\)" in fake.calls  # tried, failed with OSError, skipped without failing
     assert "disk_usage(E:\\)" not in fake.calls  # an empty CD-ROM drive is never touched
@@ -63,8 +63,8 @@ def test_capped_at_the_contract_limit_first_by_mountpoint_with_one_warning(caplo
     usage = {p["mountpoint"]: {"total": 100, "used": 40, "free": 60, "percent": 40.0} for p in parts}
     c = collector("linux", disk_partitions=parts, disk_usage=usage)
     with caplog.at_level(logging.WARNING):
-        first = c.collect()
-        second = c.collect()
+        first = collected(c)
+        second = collected(c)
     assert first == second
     assert [f["mountpoint"] for f in first] == [f"/m/{i:03d}" for i in range(DEFAULT_LIMITS.max_filesystems)]
     assert len(parse_reading("filesystems", first).filesystems) == DEFAULT_LIMITS.max_filesystems
@@ -76,7 +76,7 @@ def test_a_mountpoint_the_contract_refuses_costs_only_its_own_entry() -> None:
     parts = [{"device": "/dev/sdz1", "mountpoint": m, "fstype": "ext4", "opts": "rw"} for m in odd]
     parts.append({"device": "/dev/vda", "mountpoint": "/", "fstype": "ext4", "opts": "rw"})
     usage = {p["mountpoint"]: {"total": 100, "used": 40, "free": 60, "percent": 40.0} for p in parts}
-    reading = collector("linux", disk_partitions=parts, disk_usage=usage).collect()
+    reading = collected(collector("linux", disk_partitions=parts, disk_usage=usage))
     assert [f["mountpoint"] for f in reading] == ["/"]
     parse_reading("filesystems", reading)
 
@@ -96,14 +96,14 @@ def test_a_hung_mount_is_left_out_until_it_answers(caplog) -> None:
         return real(path)
 
     fake.disk_usage = disk_usage
-    c = FilesystemsCollector(fakepsutil.context(fake))
+    c = FilesystemsCollector.from_context(fakepsutil.context(fake))
     c.timeout = 0.2
     with caplog.at_level(logging.WARNING):
-        first = [f["mountpoint"] for f in c.collect()]
-        second = [f["mountpoint"] for f in c.collect()]
+        first = [f["mountpoint"] for f in collected(c)]
+        second = [f["mountpoint"] for f in collected(c)]
     assert first == second == ["/", "/boot/efi", "/scratch", "/var"]
     assert calls.count("/home") == 1  # not asked again while the first call hangs
     assert len([r for r in caplog.records if "did not answer" in r.getMessage()]) == 1
     released.set()
     c._stuck["/home"].join(5)
-    assert [f["mountpoint"] for f in c.collect()] == ["/", "/boot/efi", "/home", "/scratch", "/var"]
+    assert [f["mountpoint"] for f in collected(c)] == ["/", "/boot/efi", "/home", "/scratch", "/var"]

@@ -5,11 +5,11 @@ import pytest
 from agent.collectors.interfaces import InterfacesCollector, is_loopback
 from contract.report import DEFAULT_LIMITS
 from tests.agent import fakepsutil
-from tests.agent.helpers import parse_reading
+from tests.agent.helpers import collected, parse_reading
 
 
 def collect(fixture: str, **changes):
-    return InterfacesCollector(fakepsutil.context(fakepsutil.load(fixture, **changes))).collect()
+    return collected(InterfacesCollector.from_context(fakepsutil.context(fakepsutil.load(fixture, **changes))))
 
 
 def test_linux_skips_loopback_and_maps_every_counter() -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from agent.collectors.memory import MemoryCollector
 from tests.agent import fakepsutil
-from tests.agent.helpers import parse_reading
+from tests.agent.helpers import collected, parse_reading
 
 
 @pytest.mark.parametrize("fixture, expected", [
@@ -14,6 +14,6 @@ from tests.agent.helpers import parse_reading
                  "swap_total_bytes": 8589934592, "swap_used_bytes": 1073741824}),
 ])
 def test_available_not_free_and_swap(fixture: str, expected: dict) -> None:
-    reading = MemoryCollector(fakepsutil.context(fakepsutil.load(fixture))).collect()
+    reading = collected(MemoryCollector.from_context(fakepsutil.context(fakepsutil.load(fixture))))
     assert reading == expected
     assert parse_reading("memory", reading).memory.available_bytes == expected["available_bytes"]

@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 
 from agent import collectors
-from agent.runner import build_report
-from contract.report import parse_report
+from agent.runner import agent_info, build_report
+from contract.report import parse_report, report_to_doc
 from tests.agent import fakepsutil
-from tests.agent.helpers import report_with
 
 HOST_COLLECTORS = ("cpu", "load", "memory", "filesystems", "disks", "interfaces", "system")
 
 
 def test_every_host_collector_registers_under_its_reading_name() -> None:
     registry = collectors.load_all()
+    ctx = fakepsutil.context(fakepsutil.load("linux"))
     for name in HOST_COLLECTORS:
         assert registry[name].default_enabled
-        assert registry[name].factory.name == name
+        assert registry[name].factory(ctx).name == name
 
 
 def test_build_honours_disabled_collectors() -> None:
@@ -39,12 +39,13 @@ def test_a_failing_collector_costs_its_own_reading_only(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="agent.collectors"):
         readings, statuses = runner.run_all()
         runner.run_all()
-    assert statuses["disks"]["success"] is False
-    assert all(statuses[n]["success"] for n in HOST_COLLECTORS if n != "disks")
+    assert statuses["disks"].success is False
+    assert all(statuses[n].success for n in HOST_COLLECTORS if n != "disks")
     assert "disks" not in readings and set(readings) == set(HOST_COLLECTORS) - {"disks"}
-    report = parse_report(build_report(host="vda-win-01", site="City Hall", delivery_group="Office",
-                                       timestamp=1796083200.0, agent=report_with({})["agent"],
-                                       statuses=statuses, readings=readings))
+    report = parse_report(report_to_doc(build_report(
+        host="vda-win-01", site="City Hall", delivery_group="Office", timestamp=1796083200.0,
+        agent=agent_info(interval=15.0, start_time=1796080000.0, os="windows", os_release=""),
+        statuses=statuses.values(), readings=readings)))
     assert report.disks is None and report.memory is not None
     assert [c.success for c in report.collectors if c.name == "disks"] == [False]
     failures = [r for r in caplog.records if "disks failed" in r.getMessage()]

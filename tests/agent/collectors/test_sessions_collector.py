@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, List
 
 import pytest
@@ -16,34 +14,22 @@ from agent.collectors.sessions import SessionsCollector, choose_source
 from agent.sessions.model import Session
 from agent.sessions.privacy import pseudonym
 from contract.report import SESSION_PROTOCOLS, SESSION_STATES
-from tests.agent.helpers import parse_reading
+from tests.agent.helpers import collected, parse_reading
 from tests.agent.sessions.fakes import (
-    SESSION_FIXTURES,
+    SECRET,
     T0,
     Clock,
-    FakeProcPsutil,
-    fixture,
-    linux_psutil,
-    windows_api_and_psutil,
+    config,
+    logind_collector,
+    utmp_collector,
+    windows_collector,
 )
 
-SECRET = "farm-secret"
 
-
-def config(**sessions: Any) -> SimpleNamespace:
-    values = dict(source="auto", idle_after=1800.0, max_listed=500, per_user_top=0, pseudonymize=True,
-                  pseudonym_secret=SECRET)
-    values.update(sessions)
-    return SimpleNamespace(agent=SimpleNamespace(site="City Hall"), sessions=SimpleNamespace(**values),
-                           capacity=SimpleNamespace(max_sessions=0, accepting=True, drain_file="",
-                                                    maintenance=False, maintenance_file=""))
-
-
-def windows_collector(**sessions: Any):
-    api, ps = windows_api_and_psutil()
-    clock = Clock()
-    ctx = Context(psutil=ps, config=config(**sessions), clock=clock, platform="windows", extra={"wts_api": api})
-    return SessionsCollector(ctx), api, ps, clock
+def with_source(source: Any, clock: Any = None, **sessions: Any) -> SessionsCollector:
+    """A collector on a ready source, without process totals."""
+    c = config(**sessions)
+    return SessionsCollector(source, c.sessions, site=c.agent.site, clock=clock or Clock())
 
 
 class ManySessions:
@@ -59,7 +45,7 @@ class ManySessions:
 
 def test_windows_reading_passes_the_contract_and_counts_by_state_and_protocol() -> None:
     collector, _, _, _ = windows_collector()
-    reading = collector.collect()
+    reading = collected(collector)
     report = parse_reading("sessions", reading)
     assert report.sessions is not None and report.sessions.source == "windows"
     assert reading["counts"] == {"other": {"console": 1}, "active": {"ica": 2, "rdp": 2},
@@ -79,12 +65,12 @@ def test_windows_reading_passes_the_contract_and_counts_by_state_and_protocol() 
 
 def test_lifecycle_counters_and_top_users_on_the_second_interval() -> None:
     collector, api, ps, clock = windows_collector(per_user_top=2)
-    first = collector.collect()
+    first = collected(collector)
     assert "top_users" not in first  # no CPU rate yet
     api.load("wts_farm_2.json")
     clock.advance(15)
     ps.set_cpu(2100, 150.0, 30.0)  # alice: 30 s in 15 s = 2 cores
-    second = collector.collect()
+    second = collected(collector)
     parse_reading("sessions", second)
     assert (second["logons_total"], second["logoffs_total"], second["disconnects_total"],
             second["reconnects_total"]) == (2, 2, 1, 1)
@@ -97,8 +83,7 @@ def test_lifecycle_counters_and_top_users_on_the_second_interval() -> None:
 
 
 def test_ten_thousand_sessions_are_counted_but_the_list_is_capped() -> None:
-    ctx = Context(psutil=None, config=config(), clock=Clock(), extra={"session_source": ManySessions(10_000)})
-    reading = SessionsCollector(ctx).collect()
+    reading = collected(with_source(ManySessions(10_000)))
     assert reading["total"] == 10_000 and reading["truncated"] is True
     assert len(reading["list"]) == 500
     assert sum(n for by in reading["counts"].values() for n in by.values()) == 10_000
@@ -109,15 +94,12 @@ def test_ten_thousand_sessions_are_counted_but_the_list_is_capped() -> None:
 
 
 def test_max_listed_zero_lists_nothing_and_says_so() -> None:
-    ctx = Context(psutil=None, config=config(max_listed=0), clock=Clock(), extra={"session_source": ManySessions(3)})
-    reading = SessionsCollector(ctx).collect()
+    reading = collected(with_source(ManySessions(3), max_listed=0))
     assert reading["list"] == [] and reading["truncated"] is True and reading["total"] == 3
 
 
 def test_max_listed_beyond_the_contract_is_held_to_it() -> None:
-    ctx = Context(psutil=None, config=config(max_listed=5000), clock=Clock(),
-                  extra={"session_source": ManySessions(2500)})
-    reading = SessionsCollector(ctx).collect()
+    reading = collected(with_source(ManySessions(2500), max_listed=5000))
     assert len(reading["list"]) == 2000 and reading["truncated"] is True
     parse_reading("sessions", reading)
 
@@ -126,8 +108,7 @@ def test_idle_after_is_applied_with_its_boundary() -> None:
     source = ManySessions(0)
     source.sessions = [Session("a", "active", "rdp", "x", T0, idle_seconds=599.9),
                        Session("b", "active", "rdp", "y", T0, idle_seconds=600.0)]
-    ctx = Context(psutil=None, config=config(idle_after=600.0), clock=Clock(), extra={"session_source": source})
-    reading = SessionsCollector(ctx).collect()
+    reading = collected(with_source(source, idle_after=600.0))
     assert reading["counts"] == {"active": {"rdp": 1}, "idle": {"rdp": 1}}
 
 
@@ -135,8 +116,7 @@ def test_unlistable_ids_and_foreign_values_do_not_break_the_report() -> None:
     source = ManySessions(0)
     source.sessions = [Session("x" * 65, "active", "ssh", "u1"), Session("bad\nid", "active", "ssh", "u2"),
                        Session("ok", "weird", "telnet", "u3", -5.0, idle_seconds=-3.0)]
-    ctx = Context(psutil=None, config=config(), clock=Clock(), extra={"session_source": source})
-    reading = SessionsCollector(ctx).collect()
+    reading = collected(with_source(source))
     parse_reading("sessions", reading)
     assert reading["total"] == 3 and [r["id"] for r in reading["list"]] == ["ok"]
     assert reading["list"][0] == {"id": "ok", "logon_time_seconds": None, "state": "other", "protocol": "other",
@@ -145,20 +125,19 @@ def test_unlistable_ids_and_foreign_values_do_not_break_the_report() -> None:
 
 def test_plain_user_names_only_when_pseudonymize_is_off() -> None:
     collector, _, _, _ = windows_collector(pseudonymize=False)
-    users = {r["user"] for r in collector.collect()["list"]}
+    users = {r["user"] for r in collected(collector)["list"]}
     assert users == {"", "alice", "bob.builder", "carol", "dave", "erin", "frank"}
 
 
 def test_oldest_disconnect_falls_back_to_when_the_agent_saw_it() -> None:
     source = ManySessions(0)
     clock = Clock()
-    ctx = Context(psutil=None, config=config(), clock=clock, extra={"session_source": source})
-    collector = SessionsCollector(ctx)
+    collector = with_source(source, clock)
     source.sessions = [Session("1", "active", "ssh", "u", 1.0)]
-    assert collector.collect()["oldest_disconnect_time_seconds"] is None
+    assert collected(collector)["oldest_disconnect_time_seconds"] is None
     source.sessions = [Session("1", "disconnected", "ssh", "u", 1.0)]
     clock.advance(15)
-    reading = collector.collect()
+    reading = collected(collector)
     assert reading["oldest_disconnect_time_seconds"] == T0 + 15 and reading["disconnects_total"] == 1
 
 
@@ -166,9 +145,9 @@ def test_a_process_listing_failure_costs_only_the_process_totals(caplog) -> None
     collector, _, ps, _ = windows_collector()
     ps.fail = ps.Error("psutil is broken")
     with caplog.at_level(logging.WARNING, logger="agent.collectors.sessions"):
-        first, second = collector.collect(), collector.collect()
+        first, second = collected(collector), collected(collector)
         ps.fail = None
-        third = collector.collect()
+        third = collected(collector)
     assert "processes" not in first and "processes" not in second and first["total"] == 7
     assert "processes" in third
     messages = [r.getMessage() for r in caplog.records]
@@ -176,18 +155,8 @@ def test_a_process_listing_failure_costs_only_the_process_totals(caplog) -> None
     assert len([m for m in messages if "works again" in m]) == 1
 
 
-def _logind_tree(tmp_path: Path) -> Path:
-    for name in ("logind", "dev"):
-        shutil.copytree(SESSION_FIXTURES / name, tmp_path / name)
-    return tmp_path
-
-
 def test_auto_on_linux_reads_logind_with_process_grouping_from_proc(tmp_path: Path) -> None:
-    tree = _logind_tree(tmp_path)
-    ctx = Context(psutil=linux_psutil(), config=config(), clock=Clock(), platform="linux",
-                  extra={"logind_root": str(tree / "logind"), "dev_root": str(tree / "dev"),
-                         "systemd_booted": str(tree), "proc_root": str(SESSION_FIXTURES / "proc")})
-    reading = SessionsCollector(ctx).collect()
+    reading = collected(logind_collector(tmp_path))
     parse_reading("sessions", reading)
     assert reading["source"] == "logind" and reading["total"] == 7
     assert reading["users"] == 6  # bernd has two sessions
@@ -196,46 +165,46 @@ def test_auto_on_linux_reads_logind_with_process_grouping_from_proc(tmp_path: Pa
 
 
 def test_auto_falls_back_to_utmp_without_logind(tmp_path: Path) -> None:
-    ps = FakeProcPsutil(users=fixture("utmp.json")["users"])
-    ctx = Context(psutil=ps, config=config(), clock=Clock(), platform="linux",
-                  extra={"logind_root": str(tmp_path / "none"), "dev_root": str(tmp_path)})
-    reading = SessionsCollector(ctx).collect()
+    reading = collected(utmp_collector(tmp_path))
     parse_reading("sessions", reading)
     assert reading["source"] == "utmp" and reading["total"] == 7
     assert reading["counts"]["active"] == {"console": 2, "ssh": 2, "other": 3}
 
 
-@pytest.mark.parametrize("setting, platform, extra, expected", [
-    ("auto", "windows", {"wts_api": object()}, "windows"),
-    ("utmp", "windows", {}, "utmp"),
-    ("logind", "linux", {"logind_root": "/nonexistent"}, "logind"),  # explicit: used even if absent now
-    ("auto", "linux", {"logind_root": str(SESSION_FIXTURES / "logind"), "systemd_booted": str(SESSION_FIXTURES)},
-     "logind"),
-    ("auto", "linux", {"logind_root": str(SESSION_FIXTURES / "logind"), "systemd_booted": "/nonexistent"},
-     "utmp"),  # a session directory without systemd running it (containers)
-    ("auto", "darwin", {"logind_root": "/nonexistent"}, "utmp"),
+@pytest.mark.parametrize("setting, os, wts_api, tree, expected", [
+    ("auto", "windows", object(), "", "windows"),
+    ("utmp", "windows", None, "", "utmp"),
+    ("logind", "linux", None, "", "logind"),  # explicit: used even if absent now
+    ("auto", "linux", None, "logind", "logind"),
+    ("auto", "linux", None, "sessions-only", "utmp"),  # a session directory without systemd running it (containers)
+    ("auto", "darwin", None, "", "utmp"),
 ])
-def test_source_choice(setting: str, platform: str, extra: dict, expected: str) -> None:
-    ctx = Context(psutil=None, platform=platform, extra=extra)
-    assert choose_source(ctx, setting).name == expected
+def test_source_choice(setting: str, os: str, wts_api: Any, tree: str, expected: str, tmp_path: Path) -> None:
+    if tree:
+        (tmp_path / "systemd" / "sessions").mkdir(parents=True)
+    if tree == "logind":
+        (tmp_path / "systemd" / "system").mkdir()
+    ctx = Context(psutil=None, os=os, wts_api=wts_api, config=config(source=setting, run_root=str(tmp_path)))
+    assert choose_source(ctx).name == expected
 
 
 def test_windows_source_off_windows_is_refused_at_start() -> None:
     with pytest.raises(RuntimeError, match="needs Windows"):
-        SessionsCollector(Context(psutil=None, config=config(source="windows"), platform="linux"))
+        SessionsCollector.from_context(Context(psutil=None, config=config(source="windows"), os="linux"))
 
 
 def test_without_config_the_defaults_apply(caplog) -> None:
+    from agent.config import SessionsSection
     with caplog.at_level(logging.WARNING):
-        collector = SessionsCollector(Context(psutil=None, extra={"session_source": ManySessions(600)}))
-    reading = collector.collect()
+        collector = SessionsCollector(ManySessions(600), SessionsSection(), site="default")
+    reading = collected(collector)
     assert len(reading["list"]) == 500 and reading["list"][0]["user"].startswith("u-")
     assert any("pseudonym_secret is not set" in r.getMessage() for r in caplog.records)
 
 
 def test_every_count_key_is_in_the_contract() -> None:
     collector, _, _, _ = windows_collector()
-    reading = collector.collect()
+    reading = collected(collector)
     assert set(reading["counts"]) <= set(SESSION_STATES)
     assert {p for by in reading["counts"].values() for p in by} <= set(SESSION_PROTOCOLS)
 
@@ -244,9 +213,9 @@ def test_every_count_key_is_in_the_contract() -> None:
 def test_smoke_on_this_host_the_reading_passes_the_contract() -> None:
     import psutil
 
-    collector = SessionsCollector(Context(psutil=psutil, config=config(per_user_top=3)))
-    first = collector.collect()
-    second = collector.collect()
+    collector = SessionsCollector.from_context(Context(psutil=psutil, config=config(per_user_top=3)))
+    first = collected(collector)
+    second = collected(collector)
     for reading in (first, second):
         report = parse_reading("sessions", reading)
         assert report.sessions.source in ("logind", "utmp")

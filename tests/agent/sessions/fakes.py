@@ -1,15 +1,21 @@
-"""Fakes for the session sources, fed from tests/fixtures/sessions/."""
+"""Fakes for the session sources, fed from tests/fixtures/sessions/, and sessions collectors built on them."""
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections import namedtuple
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from agent.collectors import Context
+from agent.collectors.sessions import SessionsCollector, choose_source
+from agent.config import AgentConfig, AgentSection, SessionsSection
+from agent.sessions.processes import LinuxLocator, ProcessGrouper
 from agent.sessions.windows import WtsSessionEntry, WtsSessionInfo
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, FakeClock
 
 SESSION_FIXTURES = FIXTURES / "sessions"
 T0 = 1764547200.0  # 2025-12-01T00:00:00Z, "now" in the WTS fixtures
@@ -118,15 +124,59 @@ def windows_api_and_psutil(name: str = "wts_farm_1.json") -> Any:
     return api, FakeProcPsutil(data["processes"])
 
 
-class Clock:
-    """A settable clock for contexts and sources."""
+class Clock(FakeClock):
+    """The shared fake clock, at T0 unless told otherwise."""
 
     def __init__(self, now: float = T0):
-        self.now = now
+        super().__init__(now)
 
-    def __call__(self) -> float:
-        return self.now
 
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
+SECRET = "farm-secret"
+
+
+def config(*, proc_root: str = "/proc", dev_root: str = "/dev", run_root: str = "/run",
+           **sessions: Any) -> AgentConfig:
+    """The agent's config for a sessions test: site City Hall, the farm's pseudonym secret, `[sessions]` changes."""
+    values: Dict[str, Any] = dict(pseudonym_secret=SECRET)
+    values.update(sessions)
+    return AgentConfig(agent=AgentSection(site="City Hall", proc_root=proc_root, dev_root=dev_root,
+                                          run_root=run_root),
+                       sessions=SessionsSection(**values))
+
+
+def windows_collector(**sessions: Any) -> Tuple[SessionsCollector, "FakeWtsApi", "FakeProcPsutil", Clock]:
+    """A sessions collector on the WTS fixture wts_farm_1.json, as the agent builds it on Windows."""
+    api, ps = windows_api_and_psutil()
+    clock = Clock()
+    ctx = Context(psutil=ps, config=config(**sessions), clock=clock, os="windows", wts_api=api)
+    return SessionsCollector.from_context(ctx), api, ps, clock
+
+
+def logind_tree(tmp_path: Path) -> Path:
+    """A run root with logind's fixture sessions (and systemd running) and a dev root beside it."""
+    shutil.copytree(SESSION_FIXTURES / "logind", tmp_path / "run" / "systemd" / "sessions")
+    (tmp_path / "run" / "systemd" / "system").mkdir()
+    shutil.copytree(SESSION_FIXTURES / "dev", tmp_path / "dev")
+    return tmp_path
+
+
+def linux_collector(tmp_path: Path, psutil: Any, **sessions: Any) -> SessionsCollector:
+    """A sessions collector choosing its source under the roots in `tmp_path` (see `logind_tree`), with
+    processes from the fake `psutil` placed by the fixture /proc tree (the agent reads a real /proc)."""
+    clock = Clock()
+    ctx = Context(psutil=psutil, clock=clock, os="linux",
+                  config=config(proc_root=str(SESSION_FIXTURES / "proc"), dev_root=str(tmp_path / "dev"),
+                                run_root=str(tmp_path / "run"), **sessions))
+    source = choose_source(ctx)
+    locate = LinuxLocator(ctx.config.agent.proc_root) if source.name == "logind" else None
+    grouper = ProcessGrouper(psutil, windows=False, clock=clock, **({"locate": locate} if locate else {}))
+    return SessionsCollector(source, ctx.config.sessions, site=ctx.config.agent.site, clock=clock, grouper=grouper)
+
+
+def logind_collector(tmp_path: Path, **sessions: Any) -> SessionsCollector:
+    return linux_collector(logind_tree(tmp_path), linux_psutil(), **sessions)
+
+
+def utmp_collector(tmp_path: Path, **sessions: Any) -> SessionsCollector:
+    """No logind under `tmp_path`: the utmp fixture's sessions."""
+    return linux_collector(tmp_path, FakeProcPsutil(users=fixture("utmp.json")["users"]), **sessions)
