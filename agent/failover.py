@@ -54,10 +54,6 @@ class Chooser:
     def failed(self, url: str) -> None:
         self._failed_at[url] = self.clock()
 
-    @property
-    def preferred(self) -> str:
-        return self.order[0]
-
 
 class FailoverPusher:
     """Pushes through the host's preferred collector, moving down its ranking on failures.

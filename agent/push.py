@@ -297,11 +297,6 @@ class Pusher:
         self.session.close()
         self.sockets.abandon()
 
-    @property
-    def down(self) -> bool:
-        """Whether the collector is in an outage (the last push failed for lack of an answer)."""
-        return self._down_since is not None
-
     def _attempt(self, body: bytes, end: float, sleep: Callable[[float], Any]) -> Answer:
         """One request, in a worker thread so that it can be given up on: at `end`
         (raises `_GivenUp`) or when `sleep(0)` says the agent is stopping (raises `_Stopping`)."""

@@ -42,7 +42,6 @@ WTS_PROTOCOL_ICA = 1  # "retained for legacy purposes"
 WTS_PROTOCOL_RDP = 2
 
 # WTS_INFO_CLASS values used here.
-WTS_CLIENT_NAME = 10
 WTS_CLIENT_PROTOCOL_TYPE = 16
 WTS_SESSION_INFO = 24
 # WTS_TYPE_CLASS, for WTSFreeMemoryExW.
@@ -368,10 +367,6 @@ class WtsApi:
         ushort = ctypes.POINTER(ctypes.c_ushort)
         return self._query(session_id, WTS_CLIENT_PROTOCOL_TYPE,
                            lambda buffer, size: int(ctypes.cast(buffer, ushort).contents.value))
-
-    def client_name(self, session_id: int) -> str:  # pragma: no cover - Windows only
-        """The client device's name. Not reported: a device name often names its owner."""
-        return self._query(session_id, WTS_CLIENT_NAME, lambda buffer, size: _wstring(buffer.value))
 
     def process_sessions(self) -> Dict[int, int]:  # pragma: no cover - Windows only
         """{pid: session id} for every process, in one call (WTSEnumerateProcessesExW, level 0).

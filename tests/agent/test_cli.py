@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, Tuple
@@ -15,14 +14,15 @@ from typing import Iterator, Tuple
 import pytest
 
 from agent import __version__
-from agent.cli import build_agent, main
+from agent.cli import main
 from agent.config import AgentConfig, AgentSection, resolve_host
+from agent.wiring import build_agent
 from collector.selfmetrics import SelfMetrics
 from collector.server import Api, Request
 from collector.store import HostStore
 from contract.report import parse_report
 from tests.agent import fakepsutil
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 
 HOST_COLLECTORS = {"cpu", "load", "memory", "filesystems", "disks", "interfaces", "system"}
 
@@ -145,11 +145,8 @@ def test_agent_loop_with_fake_psutil_reports_and_says_goodbye(collector) -> None
     thread = threading.Thread(target=agent.run)
     thread.start()
     try:
-        deadline = time.monotonic() + 5
-        while store.get("vda-win-09") is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        first = store.get("vda-win-09")
-        assert first is not None and not first.report.goodbye
+        first = wait_until(lambda: store.get("vda-win-09"), timeout=5, what="the first report", poll=0.02)
+        assert not first.report.goodbye
         assert [f.mountpoint for f in first.report.filesystems] == ["C:\\", "D:\\"]
     finally:
         stop.set()
@@ -168,11 +165,11 @@ def test_sigterm_sends_goodbye_and_exits_0(collector, tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(path), "--collector", url],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while store.get("vda-sig-01") is None and time.monotonic() < deadline:
+        def reported() -> object:
             assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.05)
-        assert store.get("vda-sig-01") is not None
+            return store.get("vda-sig-01")
+
+        wait_until(reported, timeout=10, what="the agent's first report", poll=0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:

@@ -26,22 +26,9 @@ from agent.push import (
 )
 from agent.push import refusal as parse_refusal
 from tests.agent.helpers import report_with
+from tests.conftest import FakeClock
 
 REPORT = report_with({"load": {"load1": 0.5, "load5": 0.25, "load15": 0.125}})
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-        self.sleeps: List[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:  # sleep(0) is the pusher asking whether the agent is stopping
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 class FakeRaw:
@@ -213,7 +200,7 @@ def test_no_attempt_when_the_deadline_has_passed() -> None:
     pusher, session, clock = make([200])
     result = pusher.push(REPORT, deadline=clock.now - 1)
     assert result.outcome == FAILED and result.attempts == 0 and session.calls == []
-    assert not pusher.down  # not an outage of the collector
+    assert pusher._down_since is None  # not an outage of the collector
 
 
 def test_429_waits_for_retry_after() -> None:
@@ -237,7 +224,7 @@ def test_a_stop_request_ends_the_retries_and_is_not_an_outage() -> None:
     result = pusher.push(REPORT, deadline=clock.now + 15, sleep=wait)
     assert result.outcome == STOPPED and len(session.calls) == 1
     assert [w for w in waits if w > 0] == [0.5]
-    assert not pusher.down  # giving up to stop says nothing about the collector
+    assert pusher._down_since is None  # giving up to stop says nothing about the collector
 
 
 def test_no_attempt_once_the_agent_is_stopping() -> None:
@@ -251,7 +238,7 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(caplog) -
     with caplog.at_level(logging.DEBUG, logger="agent.push"):
         for _ in range(4):
             assert pusher.push(REPORT, deadline=clock.now + 2).outcome == FAILED
-            assert pusher.down
+            assert pusher._down_since is not None
         session.script = [200]
         for _ in range(3):
             assert pusher.push(REPORT, deadline=clock.now + 2).outcome == ACCEPTED
@@ -260,7 +247,7 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(caplog) -
     assert messages[0].startswith("cannot deliver reports to http://collector:9847/api/v1/reports")
     assert "Connection refused" in messages[0]
     assert "answers again" in messages[1] and "4 report(s) were not delivered" in messages[1]
-    assert not pusher.down
+    assert pusher._down_since is None
 
 
 def test_describe_keeps_the_cause_not_the_connection_pool() -> None:
@@ -307,7 +294,7 @@ def test_an_answer_that_never_completes_is_given_up_at_the_deadline() -> None:
     finally:
         session.release.set()
     assert result.outcome == FAILED and result.attempts == 1
-    assert "no complete answer" in result.reason and pusher.down
+    assert "no complete answer" in result.reason and pusher._down_since is not None
     assert elapsed < 2 * 1.0  # before: blocked as long as the collector kept answering
 
 
@@ -330,7 +317,7 @@ def test_a_stop_request_gives_up_the_attempt_in_flight() -> None:
     finally:
         session.release.set()
         thread.join(10)
-    assert results[0].outcome == STOPPED and not pusher.down
+    assert results[0].outcome == STOPPED and pusher._down_since is None
 
 
 def test_a_huge_refusal_body_is_read_only_up_to_the_bound() -> None:

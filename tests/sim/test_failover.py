@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import Counter
 
 from agent.failover import Chooser, rank
+from tests.conftest import FakeClock
 
 URLS = ["http://c1:9847", "http://c2:9847", "http://c3:9847"]
 
@@ -23,16 +24,8 @@ def test_removing_a_collector_moves_only_its_hosts() -> None:
     assert moved and all(before[h] == URLS[2] for h in moved)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_fails_over_and_returns_when_first_choice_is_back() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     c = Chooser(URLS, "vda-0001", retry_after=30, clock=clock)
     first, second, third = c.order
     assert c.candidates() == [first, second, third]
@@ -47,7 +40,7 @@ def test_fails_over_and_returns_when_first_choice_is_back() -> None:
 
 
 def test_all_failed_still_offers_every_url() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     c = Chooser(URLS, "h", clock=clock)
     for u in URLS:
         c.failed(u)

@@ -164,7 +164,7 @@ def test_a_remembered_protocol_is_not_carried_to_a_reused_session_id() -> None:
 
 
 def test_the_wts_layer_is_a_class_with_the_documented_methods() -> None:
-    for name in ("enumerate_sessions", "session_info", "client_protocol_type", "client_name",
+    for name in ("enumerate_sessions", "session_info", "client_protocol_type",
                  "process_session_id"):
         assert callable(getattr(WtsApi, name))
 
