@@ -34,6 +34,7 @@ from contract.report import report_to_doc
 log = logging.getLogger("agent")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+ROOTS = ("proc_root", "dev_root", "run_root")
 
 
 def _windows_default_config() -> Optional[str]:
@@ -71,6 +72,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                    help="with --once: print the report as JSON on standard output and push nothing")
     p.add_argument("--check-config", action="store_true", help="validate the config and exit (0: usable, 2: not)")
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="overrides log_level of the config")
+    for root in ROOTS:
+        p.add_argument(f"--{root.replace('_', '-')}", metavar="DIR", dest=root,
+                       help=f"overrides {root} of the config (a containerised agent: /host/...)")
     p.add_argument("--version", action="version", version=f"vdiwatch-agent {__version__}")
     args = p.parse_args(argv)
     if args.print and not args.once:
@@ -93,6 +97,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise ConfigError("--collector", [f"must be an http:// or https:// URL, got {shown(args.collector)}"])
             config = dataclasses.replace(config, agent=dataclasses.replace(
                 config.agent, collector_url=args.collector, collector_urls=()))
+        roots = {root: getattr(args, root).rstrip("/") or "/" for root in ROOTS if getattr(args, root)}
+        if roots:
+            config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, **roots))
         host = resolve_host(config.agent.host)
     except ConfigError as e:
         print(e.render(), file=sys.stderr)

@@ -76,6 +76,16 @@ def test_once_print_on_this_machine_passes_the_contract(capsys) -> None:
     assert report.cpu.count >= 1 and report.memory.total_bytes > 0 and report.system.processes > 0
 
 
+def test_roots_from_the_command_line_reach_the_sessions_source(tmp_path: Path, capsys) -> None:
+    """An agent in a container: logind's sessions under --run-root, terminals under --dev-root."""
+    from tests.agent.sessions.fakes import logind_tree
+    logind_tree(tmp_path)
+    assert main(["--once", "--print", "--run-root", str(tmp_path / "run") + "/",
+                 "--dev-root", str(tmp_path / "dev")]) == 0
+    report = parse_report(json.loads(capsys.readouterr().out))
+    assert report.sessions.source == "logind" and report.sessions.total == 7
+
+
 def test_check_config_accepts_a_good_file(tmp_path: Path, capsys) -> None:
     path = tmp_path / "agent.toml"
     path.write_text('[agent]\nsite = "City Hall"\nhost = "vda-01"\n')
