@@ -60,6 +60,11 @@ def service(argv: List[str]) -> int:
     return winservice.service_command(argv, manager, run=winservice.run_as_service)
 
 
+def _root(value: Optional[str]) -> str:
+    """A root folder from the command line, without a trailing slash ("" when not given)."""
+    return (value.rstrip("/") or "/") if value else ""
+
+
 def parse_args(argv: List[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="vdiwatch-agent",
                                 description="Report this host's sessions and resource use to a vdiwatch collector.")
@@ -97,9 +102,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise ConfigError("--collector", [f"must be an http:// or https:// URL, got {shown(args.collector)}"])
             config = dataclasses.replace(config, agent=dataclasses.replace(
                 config.agent, collector_url=args.collector, collector_urls=()))
-        roots = {root: getattr(args, root).rstrip("/") or "/" for root in ROOTS if getattr(args, root)}
-        if roots:
-            config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, **roots))
+        a = config.agent
+        proc_root, dev_root, run_root = (_root(getattr(args, r)) or getattr(a, r) for r in ROOTS)
+        config = dataclasses.replace(config, agent=dataclasses.replace(
+            a, proc_root=proc_root, dev_root=dev_root, run_root=run_root))
         host = resolve_host(config.agent.host)
     except ConfigError as e:
         print(e.render(), file=sys.stderr)
