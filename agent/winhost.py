@@ -201,7 +201,7 @@ def check_config(path: Path) -> str:
     config = load_machine_config(str(path))
     a = config.agent
     return (f"host {resolve_host(a.host)}, site {a.site}, delivery group {a.delivery_group}, "
-            f"collector {', '.join(a.collector_urls or (a.collector_url,))}")
+            f"collector {', '.join(a.urls)}")
 
 
 def protect_with_acl(path: Path, folder: bool) -> List[str]:  # pragma: no cover - needs Windows

@@ -1,6 +1,6 @@
 """The agent as a Windows service: `vdiwatch-agent service install|remove|start|stop|status|run`.
 
-The service is the ordinary agent (`agent.cli.build_agent`) hosted by the
+The service is the ordinary agent (`agent.wiring.build_agent`) hosted by the
 Service Control Manager: `run` is what the SCM starts; a stop request and a
 system shutdown set the agent's stop event, so it sends its goodbye and the
 collector shows the desktop as stopped, not down. Logs go to a rotating file
