@@ -21,10 +21,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from contract.configfile import ConfigError, checked, load, secret
-from contract.report import DEFAULT_LIMITS, HOST_NAME_RE, READINGS, fits_label
+from contract.report import DEFAULT_LIMITS, HOST_NAME_RE, LOG_LEVELS, READINGS, fits_label
 
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:9847"
-LOG_LEVELS = ("debug", "info", "warning", "error")
+
 SESSION_SOURCES = ("auto", "windows", "logind", "utmp")
 # The collectors, in report order: one per reading of the contract (agent/collectors/<name>.py).
 COLLECTORS = READINGS

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 from collector.auth import TokenScope, is_valid_sha256, parse_password_hash
 from contract.configfile import ConfigError, checked, load, secret
-from contract.report import Limits
+from contract.report import LOG_LEVELS, Limits
 
 DEFAULT_LISTEN = "127.0.0.1:9847"
 
@@ -33,8 +33,7 @@ class CollectorSection:
     min_report_interval: float = checked(1.0, lambda v: v >= 0, "must be a number of seconds >= 0")
     snapshot_file: str = ""
     snapshot_interval: float = checked(30.0, _positive, "must be a number of seconds > 0")
-    log_level: str = checked("info", lambda v: v.lower() in ("debug", "info", "warning", "error"),
-                             "must be one of debug, info, warning, error")
+    log_level: str = checked("info", lambda v: v.lower() in LOG_LEVELS, f"must be one of {', '.join(LOG_LEVELS)}")
 
 
 def _token_list(tokens: Tuple[TokenScope, ...]) -> bool:

@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from contract.report import HOST_STATES, Report
-
-STOPPED = HOST_STATES[2]  # said goodbye: no vdi_agent_up at all
+from contract.report import HOST_STATES, STOPPED, Report
 
 COUNTER = "counter"
 GAUGE = "gauge"

@@ -36,9 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
-from contract.report import HOST_STATES, Report
-
-UP, STALE, STOPPED, MAINTENANCE = HOST_STATES  # the contract's liveness states, by name
+from contract.report import HOST_STATES, MAINTENANCE, STALE, STOPPED, UP, Report
 
 HISTORY_LENGTH = 20
 MAX_REJECTIONS_KEPT = 10_000

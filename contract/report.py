@@ -39,6 +39,9 @@ SESSION_PROTOCOLS = ("ica", "rdp", "console", "ssh", "other")
 SESSION_SOURCES = ("windows", "logind", "utmp", "simulated")
 # A host's liveness as the collector derives it (the `state` label of vdi_host_state).
 HOST_STATES = ("up", "stale", "stopped", "maintenance")
+UP, STALE, STOPPED, MAINTENANCE = HOST_STATES
+# Log levels the agent and the collector accept in their config files.
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})$")
 # Cumulative counters may legitimately be very large (bytes since boot on a

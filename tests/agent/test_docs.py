@@ -6,7 +6,7 @@ import dataclasses
 import json
 import re
 
-from collector.selfmetrics import REJECTION_REASONS
+from contract.rejections import REJECTION_REASONS
 from contract.report import Limits, parse_report
 from tests.conftest import FIXTURES, ROOT
 
