@@ -62,6 +62,8 @@ def field(section: str, attr: str, convert: Optional[Callable[[object], float]] 
         if part is None:
             return ()
         value = getattr(part, attr)
+        if value is None:  # an optional field the agent could not read
+            return ()
         return (((), value if convert is None else convert(value)),)
     return read
 

@@ -165,8 +165,8 @@ class Load:
 class Memory:
     total_bytes: float
     available_bytes: float
-    swap_total_bytes: float
-    swap_used_bytes: float
+    swap_total_bytes: Optional[float]  # None: the swap (page file) reading failed
+    swap_used_bytes: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -686,8 +686,8 @@ def _load(c: _Checker, raw: Mapping[str, Any], path: str) -> Load:
 def _memory(c: _Checker, raw: Mapping[str, Any], path: str) -> Memory:
     total = c.number(raw, "total_bytes", path)
     available = c.number(raw, "available_bytes", path)
-    swap_total = c.number(raw, "swap_total_bytes", path)
-    swap_used = c.number(raw, "swap_used_bytes", path)
+    swap_total = c.number(raw, "swap_total_bytes", path, required=False)
+    swap_used = c.number(raw, "swap_used_bytes", path, required=False)
     if total is not None and available is not None and available > total:
         c.fail(_join(path, "available_bytes"), REASON_RANGE, "must not exceed total_bytes")
     return Memory(total, available, swap_total, swap_used)

@@ -147,3 +147,12 @@ def test_a_row_renders_its_samples_into_its_own_chunk() -> None:
         f"vdi_agent_last_report_timestamp_seconds{{{labels}}} 1796083200\n".encode()
     assert chunks["vdi_agent_up"] == b"" and chunks["vdi_host_state"] == b""  # drawn from liveness at a scrape
     assert chunks["vdi_host_maintenance"] == f"vdi_host_maintenance{{{labels}}} 0\n".encode()
+
+
+def test_memory_without_swap_has_no_swap_series() -> None:
+    doc = json.loads((FIXTURES / "reports" / "vda-win-01.json").read_text())
+    doc["readings"]["memory"]["swap_total_bytes"] = None
+    del doc["readings"]["memory"]["swap_used_bytes"]
+    text = rendering.exposition([parse_report(doc)])
+    assert 'vdi_host_memory_total_bytes{host="vda-win-01"' in text
+    assert "vdi_host_swap_" not in text
