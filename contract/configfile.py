@@ -26,6 +26,8 @@ import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
 
+from contract.report import json_kind
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
@@ -281,15 +283,11 @@ def _hints(cls: type) -> Dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+_TOML_WORDS = {"boolean": "a boolean", "number": "a number", "string": "a string", "list": "a list",
+               "object": "a table"}
+
+
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
+    """A value's type in TOML's words: the contract's JSON kinds, renamed."""
+    kind = json_kind(value)
+    return _TOML_WORDS.get(kind, kind)

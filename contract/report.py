@@ -381,7 +381,7 @@ class _Checker:
 
     def obj(self, doc: Any, path: str) -> Optional[Mapping[str, Any]]:
         if not isinstance(doc, dict):
-            self.fail(path, REASON_TYPE, f"must be an object, got {_kind(doc)}")
+            self.fail(path, REASON_TYPE, f"must be an object, got {json_kind(doc)}")
             return None
         return doc
 
@@ -405,7 +405,7 @@ class _Checker:
             return None
         where = _join(path, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(where, REASON_TYPE, f"must be a number, got {_kind(value)}")
+            self.fail(where, REASON_TYPE, f"must be a number, got {json_kind(value)}")
             return None
         if isinstance(value, float) and not math.isfinite(value):
             self.fail(where, REASON_NOT_FINITE, "must be a finite number")
@@ -426,7 +426,7 @@ class _Checker:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             else:
-                self.fail(where, REASON_TYPE, f"must be an integer, got {_kind(value)}")
+                self.fail(where, REASON_TYPE, f"must be an integer, got {json_kind(value)}")
                 return None
         if value < minimum or value > maximum:
             self.fail(where, REASON_RANGE, f"must be between {minimum} and {maximum}, got {value}")
@@ -439,7 +439,7 @@ class _Checker:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(_join(path, key), REASON_TYPE, f"must be true or false, got {_kind(value)}")
+            self.fail(_join(path, key), REASON_TYPE, f"must be true or false, got {json_kind(value)}")
             return default
         return value
 
@@ -453,7 +453,7 @@ class _Checker:
     def text_value(self, value: Any, where: str, *, allow_empty: bool = False,
                    max_length: Optional[int] = None) -> Optional[str]:
         if not isinstance(value, str):
-            self.fail(where, REASON_TYPE, f"must be a string, got {_kind(value)}")
+            self.fail(where, REASON_TYPE, f"must be a string, got {json_kind(value)}")
             return None
         problem = label_problem(value, self.limits.max_label_length if max_length is None else max_length,
                                 allow_empty)
@@ -468,7 +468,7 @@ class _Checker:
             return None
         where = _join(path, key)
         if not isinstance(value, list):
-            self.fail(where, REASON_TYPE, f"must be a list, got {_kind(value)}")
+            self.fail(where, REASON_TYPE, f"must be a list, got {json_kind(value)}")
             return None
         if len(value) > cap:
             self.fail(where, REASON_TOO_MANY, f"must have at most {cap} entries, got {len(value)}")
@@ -509,7 +509,8 @@ def _short(value: float) -> str:
     return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """A value's type in JSON's words, for messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -560,7 +561,7 @@ def parse_report(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Report:
     if readings is None:
         readings = {}
     if not isinstance(readings, dict):
-        c.fail("readings", REASON_TYPE, f"must be an object, got {_kind(readings)}")
+        c.fail("readings", REASON_TYPE, f"must be an object, got {json_kind(readings)}")
         readings = {}
 
     parsed = {
