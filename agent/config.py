@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from urllib.parse import urlsplit
 
 from contract.configfile import ConfigError, checked, load, secret
 from contract.report import DEFAULT_LIMITS, HOST_NAME_RE, LOG_LEVELS, READINGS, fits_label
+
+# What an HTTP header can carry as a bearer token: printable ASCII, no spaces (RFC 6750's b64token and more).
+TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 
 DEFAULT_COLLECTOR_URL = "http://127.0.0.1:9847"
 
@@ -119,6 +123,10 @@ class AgentConfig:
         """Checks that need more than one key, or the file system."""
         out = []
         a = self.agent
+        if a.token and not TOKEN_RE.fullmatch(a.token):  # never shown: it may hold two tokens, or a password
+            out.append(f"agent.token (or token_file, token_env): must be one token of printable ASCII without "
+                       f"spaces or line breaks; got {len(a.token)} characters"
+                       + (" on more than one line" if "\n" in a.token or "\r" in a.token else ""))
         if a.ca_file and not os.path.isfile(a.ca_file):
             out.append(f"agent.ca_file: {a.ca_file} is not a file")
         return out

@@ -373,6 +373,8 @@ def _describe(e: BaseException) -> str:
     """
     if isinstance(e, _GivenUp):
         return str(e)
+    if isinstance(e, requests.exceptions.InvalidHeader):  # its message holds the header: the token
+        return "InvalidHeader: the Authorization header is not valid (check the token)"
     inner = getattr(e.args[0], "reason", None) if e.args else None
     text = str(inner if inner is not None else e)
     head, sep, tail = text.partition("): ")

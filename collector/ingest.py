@@ -152,7 +152,7 @@ class Ingest:
         ctype = request.header("content-type").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             raise Rejected(415, REASON_BAD_CONTENT_TYPE,
-                           f"Content-Type must be application/json, got {ctype or 'none'!r}")
+                           f"Content-Type must be application/json, got {_shown_header(ctype) or 'none'!r}")
         if len(request.body) > self.edge.max_body_bytes:
             raise self.body_too_large()
         encoding = request.header("content-encoding", "identity").strip().lower()
@@ -160,7 +160,7 @@ class Ingest:
             return request.body
         if encoding != "gzip":
             raise Rejected(415, REASON_BAD_ENCODING,
-                           f"Content-Encoding must be gzip or identity, got {encoding!r}")
+                           f"Content-Encoding must be gzip or identity, got {_shown_header(encoding)!r}")
         return self._gunzip(request.body)
 
     def body_too_large(self) -> Rejected:
@@ -254,3 +254,8 @@ def _depth_exceeds(doc: Any, limit: int) -> bool:
                     below.append(child)
         level = below
     return False
+
+
+def _shown_header(value: str, limit: int = 40) -> str:
+    """A header value as an answer or a log line may echo it: the first `limit` characters."""
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"

@@ -51,7 +51,7 @@ class Renderer:
 
     def _keep(self, entry: HostEntry, rendered: Rendered) -> None:
         current = self._rendered.get(entry.host)
-        if current is not None and current[0].seen > entry.seen:
+        if current is not None and current[0].seq > entry.seq:
             return
         self._rendered[entry.host] = (entry, rendered)
         self._columns.set(entry.host, rendered)

@@ -30,6 +30,7 @@ Contract (relied on by the HTTP edge, the snapshot writer and the exposition):
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -85,6 +86,7 @@ class HostEntry:
     cpu_used_ratio: Optional[float] = None  # busy share of all CPUs since the previous report
     exempt_at: Optional[float] = None  # monotonic time of the last report let through inside the interval
     restored: bool = False  # from a snapshot: its time is an estimate, no reason to make the agent wait
+    seq: int = 0  # the order the store took entries in, for whoever mirrors them
 
     @property
     def interval(self) -> float:
@@ -115,24 +117,35 @@ class HostStore:
         self._hosts: Dict[str, HostEntry] = {}
         self._history: Dict[str, Deque[Tuple[float, str]]] = {}
         self._rejections: Dict[str, Tuple[float, str, str]] = {}
+        self._seq = itertools.count(1)
 
     def put(self, report: Report, received_at: Optional[float] = None, *, min_interval: float = 0.0) -> HostEntry:
-        """Store `report` as its host's latest; raise StoreFull, HostOwned or TooFrequent (changing nothing)."""
+        """Store `report` as its host's latest; raise StoreFull, HostOwned or TooFrequent (changing nothing).
+
+        One locked step: the monotonic time and the sequence number are taken under the lock, so
+        entries of one host are ordered the same way by `seen`, by `seq` and by the store itself.
+        """
         received_at = self.clock() if received_at is None else received_at
-        seen = self.monotonic()
         with self._lock:
-            previous = self._hosts.get(report.host)
+            seen = self.monotonic()
+            previous = self._live_entry(report.host, seen)
             exempt_at = self._admit(report, previous, seen, min_interval)
-        entry = HostEntry(report.host, report, received_at, seen,
-                          cpu_used_ratio(previous.report if previous else None, report), exempt_at)
-        with self._lock:
-            current = self._hosts.get(report.host)
-            if current is not previous:  # another report of this host won the race: check against it
-                self._admit(report, current, seen, min_interval)
-            if current is None and len(self._hosts) >= self.max_hosts:
+            if previous is None and len(self._hosts) >= self.max_hosts:
                 raise StoreFull(f"the collector holds its maximum of {self.max_hosts} hosts")
-            self._note_change(current, entry)
+            entry = HostEntry(report.host, report, received_at, seen,
+                              cpu_used_ratio(previous.report if previous else None, report), exempt_at,
+                              seq=next(self._seq))
+            self._note_change(previous, entry)
             self._hosts[report.host] = entry
+        return entry
+
+    def _live_entry(self, host: str, now: float) -> Optional[HostEntry]:
+        """The host's entry unless it has expired (then it is dropped now, not at the next sweep:
+        an expired host has no owner). Called with the lock held."""
+        entry = self._hosts.get(host)
+        if entry is not None and self.expired(entry, now):
+            self._drop(host)
+            return None
         return entry
 
     @staticmethod
@@ -155,20 +168,22 @@ class HostStore:
     def owner(self, host: str) -> Optional[str]:
         """The site that owns `host`, or None when no site does."""
         with self._lock:
-            entry = self._hosts.get(host)
+            entry = self._live_entry(host, self.monotonic())
         return None if entry is None else entry.site
 
     def release(self, host: str) -> bool:
         """Forget `host` and its owner, so that another site may report it; False when unknown."""
         with self._lock:
-            if host not in self._hosts:
+            if self._live_entry(host, self.monotonic()) is None:
                 return False
             self._drop(host)
         return True
 
     def _drop(self, host: str) -> None:
+        """Forget everything about `host`: a new owner starts with a clean slate."""
         del self._hosts[host]
         self._history.pop(host, None)
+        self._rejections.pop(host, None)
 
     def _note_change(self, previous: Optional[HostEntry], entry: HostEntry) -> None:
         """Record state changes for the status page: derived states change between reports too."""
@@ -208,7 +223,7 @@ class HostStore:
         `host` (None: the claim is unauthenticated, so only a host nobody owns gets the note)."""
         when = self.clock() if when is None else when
         with self._lock:
-            entry = self._hosts.get(host)
+            entry = self._live_entry(host, self.monotonic())
             if entry is not None and (site is None or entry.site != site):
                 return False
             self._rejections.pop(host, None)
@@ -228,8 +243,9 @@ class HostStore:
         restored = 0
         for received_at, report in reports:
             received_at = min(received_at, wall)
-            entry = HostEntry(report.host, report, received_at, mono - (wall - received_at), restored=True)
             with self._lock:
+                entry = HostEntry(report.host, report, received_at, mono - (wall - received_at), restored=True,
+                                  seq=next(self._seq))
                 current = self._hosts.get(entry.host)
                 if current is None or current.received_at < entry.received_at:
                     self._hosts[entry.host] = entry

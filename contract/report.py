@@ -429,7 +429,7 @@ class _Checker:
                 self.fail(where, REASON_TYPE, f"must be an integer, got {json_kind(value)}")
                 return None
         if value < minimum or value > maximum:
-            self.fail(where, REASON_RANGE, f"must be between {minimum} and {maximum}, got {value}")
+            self.fail(where, REASON_RANGE, f"must be between {minimum} and {maximum}, got {_short(value)}")
             return None
         return value
 
