@@ -1,0 +1,138 @@
+"""One rendered Windows event (EvtRender's XML) as a small typed record.
+
+Only the events docs/logons.md lists are kept; anything else, or anything
+malformed, is None (the caller counts it). No user name leaves this module
+except for matching group policy to its session: `user` is compared, never
+exported.
+
+    >>> parse_event(xml_of_lsm_21).kind
+    'session_logon'
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+LSM_CHANNEL = "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"
+PROFILE_CHANNEL = "Microsoft-Windows-User Profile Service/Operational"
+GROUP_POLICY_CHANNEL = "Microsoft-Windows-GroupPolicy/Operational"
+SECURITY_CHANNEL = "Security"
+
+# (channel, event id) -> kind. docs/logons.md cites where each one is documented.
+KINDS: Dict[tuple, str] = {
+    (LSM_CHANNEL, 21): "session_logon",
+    (LSM_CHANNEL, 22): "shell_start",
+    (LSM_CHANNEL, 23): "session_logoff",
+    (LSM_CHANNEL, 24): "session_disconnect",
+    (LSM_CHANNEL, 25): "session_reconnect",
+    (LSM_CHANNEL, 40): "disconnect_reason",
+    (PROFILE_CHANNEL, 1): "profile_start",
+    (PROFILE_CHANNEL, 2): "profile_end",
+    (GROUP_POLICY_CHANNEL, 4001): "group_policy_start",
+    (GROUP_POLICY_CHANNEL, 8001): "group_policy_end",
+    (SECURITY_CHANNEL, 4624): "logon_success",
+    (SECURITY_CHANNEL, 4625): "logon_failure",
+}
+
+_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z$")
+
+
+@dataclass(frozen=True)
+class Event:
+    """The fields of one event that logon matching needs; None where the event has no such field."""
+
+    kind: str
+    record_id: int
+    time_seconds: float  # TimeCreated/@SystemTime, UTC, as Unix seconds
+    session_id: Optional[int] = None  # LSM SessionID / Session; profile Session
+    user: Optional[str] = None  # LSM User, group policy PrincipalSamName: matching only, never exported
+    activity_id: Optional[str] = None  # System/Correlation/@ActivityID (group policy start and end share it)
+    logon_type: Optional[int] = None  # Security LogonType
+    status: Optional[int] = None  # Security 4625 Status
+    sub_status: Optional[int] = None  # Security 4625 SubStatus
+    reason_code: Optional[int] = None  # LSM 40 Reason
+
+
+def parse_time(text: str) -> Optional[float]:
+    """'2015-09-08T22:54:54.962511700Z' -> Unix seconds (the 100 ns digits kept to the microsecond)."""
+    m = _TIME.match(text.strip())
+    if m is None:
+        return None
+    y, mo, d, h, mi, s, frac = m.groups()
+    whole = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
+    return whole + (float("0." + frac[:6]) if frac else 0.0)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _int(text: Optional[str]) -> Optional[int]:
+    """A decimal or 0x-hex field ('1', '0xc000006d'); None when absent or not a number."""
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        return int(text, 16) if text[:2].lower() == "0x" else int(text)
+    except ValueError:
+        return None
+
+
+def _fields(root: ET.Element) -> Dict[str, str]:
+    """EventData's <Data Name="..."> pairs, or the children of UserData's single element (LSM's EventXML)."""
+    out: Dict[str, str] = {}
+    for child in root:
+        name = _local(child.tag)
+        if name == "EventData":
+            for data in child:
+                key = data.get("Name")
+                if key is not None:
+                    out[key] = (data.text or "").strip()
+        elif name == "UserData":
+            for block in child:
+                for data in block:
+                    out[_local(data.tag)] = (data.text or "").strip()
+    return out
+
+
+def parse_event(xml: str) -> Optional[Event]:
+    """One event's XML -> Event, or None for an event this module does not use or cannot read."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    system = next((c for c in root if _local(c.tag) == "System"), None)
+    if system is None:
+        return None
+    sys_fields = {_local(c.tag): c for c in system}
+    channel = (sys_fields["Channel"].text or "").strip() if "Channel" in sys_fields else ""
+    event_id = _int(sys_fields["EventID"].text) if "EventID" in sys_fields else None
+    kind = KINDS.get((channel, event_id))
+    if kind is None:
+        return None
+    created = sys_fields.get("TimeCreated")
+    when = parse_time(created.get("SystemTime", "")) if created is not None else None
+    record_id = _int(sys_fields["EventRecordID"].text) if "EventRecordID" in sys_fields else None
+    if when is None or record_id is None:
+        return None
+    correlation = sys_fields.get("Correlation")
+    activity = correlation.get("ActivityID") if correlation is not None else None
+    f = _fields(root)
+    session = f.get("SessionID", f.get("Session"))
+    user = f.get("User", f.get("PrincipalSamName"))
+    return Event(
+        kind=kind,
+        record_id=record_id,
+        time_seconds=when,
+        session_id=_int(session),
+        user=user or None,
+        activity_id=activity.strip("{}").upper() if activity else None,
+        logon_type=_int(f.get("LogonType")),
+        status=_int(f.get("Status")),
+        sub_status=_int(f.get("SubStatus")),
+        reason_code=_int(f.get("Reason")),
+    )

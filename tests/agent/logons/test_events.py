@@ -1,0 +1,57 @@
+from agent.logons.events import Event, parse_event, parse_time
+from tests.agent.logons.fixtures import event_xmls
+
+LSM_21 = """<Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System>
+<Provider Name="Microsoft-Windows-TerminalServices-LocalSessionManager" Guid="{5D896912-022D-40AA-A3A8-4FA5515C76D7}"/>
+<EventID>21</EventID><TimeCreated SystemTime="2025-12-01T08:00:09.7000000Z"/><EventRecordID>201</EventRecordID>
+<Correlation/><Channel>Microsoft-Windows-TerminalServices-LocalSessionManager/Operational</Channel></System>
+<UserData><EventXML xmlns="Event_NS"><User>CORP\\alice</User><SessionID>3</SessionID><Address>10.1.2.3</Address>
+</EventXML></UserData></Event>"""
+
+SEC_4625 = """<Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System>
+<EventID>4625</EventID><TimeCreated SystemTime="2015-09-08T22:54:54.962511700Z"/><EventRecordID>229977</EventRecordID>
+<Channel>Security</Channel></System><EventData><Data Name="Status">0xc0000234</Data><Data Name="SubStatus">0x0</Data>
+<Data Name="LogonType">2</Data></EventData></Event>"""
+
+
+def test_parse_time_keeps_microseconds_of_the_100ns_digits():
+    assert parse_time("2015-09-08T22:54:54.962511700Z") == 1441752894.962511
+    assert parse_time("2025-12-01T08:00:00Z") == 1764576000.0
+    assert parse_time("yesterday") is None
+
+
+def test_lsm_logon_from_userdata():
+    assert parse_event(LSM_21) == Event(kind="session_logon", record_id=201, time_seconds=1764576009.7,
+                                        session_id=3, user="CORP\\alice")
+
+
+def test_failed_logon_from_eventdata():
+    e = parse_event(SEC_4625)
+    assert (e.kind, e.status, e.sub_status, e.logon_type) == ("logon_failure", 0xC0000234, 0, 2)
+
+
+def test_unknown_malformed_and_incomplete_events_are_none():
+    assert parse_event(LSM_21.replace("<EventID>21<", "<EventID>41<")) is None  # not used
+    assert parse_event(LSM_21.replace("Operational</Channel>", "Admin</Channel>")) is None
+    assert parse_event("<Event><System>") is None
+    assert parse_event(LSM_21.replace("<EventRecordID>201</EventRecordID>", "")) is None
+    assert parse_event(LSM_21.replace('SystemTime="2025', 'SystemTime="x2025')) is None
+
+
+def test_every_fixture_event_parses():
+    for name in ("server_vda.xml", "desktop_vda.xml", "rds_host.xml"):
+        kinds = [parse_event(x) for x in event_xmls(name)]
+        assert None not in kinds, name
+
+
+def test_group_policy_start_and_end_share_the_activity_id():
+    events = [parse_event(x) for x in event_xmls("server_vda.xml")]
+    gp = [e for e in events if e.kind.startswith("group_policy")]
+    assert gp[0].activity_id == gp[1].activity_id == "6B2A1C4E-0001-4E5A-9C11-5D2E7F00A001"
+    assert gp[0].user == "CORP\\alice"
+
+
+def test_disconnect_reason_from_event_40():
+    events = [parse_event(x) for x in event_xmls("server_vda.xml")]
+    (reason,) = [e for e in events if e.kind == "disconnect_reason"]
+    assert (reason.session_id, reason.reason_code) == (3, 5)
