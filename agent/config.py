@@ -52,6 +52,18 @@ def is_label(value: str) -> bool:
     return fits_label(value)
 
 
+MAX_ALLOWED_APPS = 32
+MAX_TOP_APPS = DEFAULT_LIMITS.max_apps - 1 - MAX_ALLOWED_APPS  # allowlist + top + "other" fit the contract's cap
+
+
+# What agent.sessions.processes.app_name writes (tests hold the two together); "other" is taken.
+APP_RE = re.compile(r"[a-z0-9+-](?:[a-z0-9._+-]{0,30}[a-z0-9+-])?")
+
+
+def _is_app(value: str) -> bool:
+    return bool(APP_RE.fullmatch(value)) and value != "other"
+
+
 def _collector_names(names: Tuple[str, ...]) -> bool:
     return all(n in COLLECTORS for n in names)
 
@@ -102,6 +114,11 @@ class SessionsSection:
                                 f"must be an integer from 0 (off) to {DEFAULT_LIMITS.max_top_users}")
     pseudonymize: bool = True
     pseudonym_secret: str = secret()
+    # Per-application use: these apps always, plus the top N by CPU, the rest as "other" (both off: none).
+    apps: Tuple[str, ...] = checked((), lambda v: len(v) <= MAX_ALLOWED_APPS and all(_is_app(a) for a in v),
+                                    f"must list at most {MAX_ALLOWED_APPS} application names as the agent writes "
+                                    "them: lower case, without .exe, only a-z 0-9 . _ + - (\"outlook\", \"winword\")")
+    top_apps: int = checked(10, lambda v: 0 <= v <= MAX_TOP_APPS, f"must be an integer from 0 (off) to {MAX_TOP_APPS}")
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,16 @@ def top_users(attr: str) -> Read:
     return read
 
 
+def apps(attr: str) -> Read:
+    """A sample per application of the sessions reading (the contract refuses an app named twice)."""
+    def read(report: Report, _received_at: float) -> Iterable[Sample]:
+        s = report.sessions
+        if s is None or not s.apps:
+            return ()
+        return [((a.app,), getattr(a, attr)) for a in s.apps]
+    return read
+
+
 def _agent_info(report: Report, _received_at: float) -> Iterable[Sample]:
     a = report.agent
     return (((a.version, a.os, a.os_release), 1),)
@@ -235,6 +245,11 @@ FAMILIES: Tuple[Family, ...] = (
            top_users("cpu_cores"), ("user",)),
     Family("vdi_user_memory_bytes", GAUGE, "Resident memory of one of the top users (pseudonymized).",
            top_users("memory_bytes"), ("user",)),
+    Family("vdi_app_cpu_seconds_total", COUNTER, "CPU time of an application's processes in user sessions since the "
+           "agent started; the allowlist, the top N by CPU, and \"other\".", apps("cpu_seconds_total"), ("app",)),
+    Family("vdi_app_memory_bytes", GAUGE, "Resident memory of an application's processes in user sessions.",
+           apps("memory_bytes"), ("app",)),
+    Family("vdi_app_sessions", GAUGE, "User sessions running an application.", apps("sessions"), ("app",)),
     Family("vdi_host_max_sessions", GAUGE, "The most sessions the host should take.",
            field("capacity", "max_sessions")),
     Family("vdi_host_accepting_sessions", GAUGE, "1 when the host takes new logons, 0 when drained.",

@@ -101,6 +101,7 @@ class Limits:
     max_cpu_modes: int = 16
     max_sessions_listed: int = 2000
     max_top_users: int = 50
+    max_apps: int = 64  # per-application entries in a sessions reading, "other" included
     max_collectors: int = 32
 
 
@@ -232,6 +233,16 @@ class UserUsage:
 
 
 @dataclass(frozen=True)
+class AppUsage:
+    """One application (a normalised executable name, or "other") in user sessions."""
+
+    app: str
+    cpu_seconds_total: float
+    memory_bytes: float
+    sessions: int
+
+
+@dataclass(frozen=True)
 class Sessions:
     source: str
     counts: Tuple[Tuple[str, str, int], ...]  # (state, protocol, count), every combination
@@ -247,6 +258,7 @@ class Sessions:
     user_processes: Optional[ProcessGroup]
     system_processes: Optional[ProcessGroup]
     top_users: Optional[Tuple[UserUsage, ...]]
+    apps: Optional[Tuple[AppUsage, ...]] = None  # None: not collected (an older agent, or turned off)
 
 
 @dataclass(frozen=True)
@@ -315,6 +327,8 @@ def _sessions_doc(s: Sessions) -> Dict[str, Any]:
         doc["processes"] = groups
     if s.top_users is not None:
         doc["top_users"] = [_plain(u) for u in s.top_users]
+    if s.apps is not None:
+        doc["apps"] = [_plain(a) for a in s.apps]
     return doc
 
 
@@ -759,7 +773,36 @@ def _sessions(c: _Checker, raw: Mapping[str, Any], path: str) -> Sessions:
         user_processes=_process_group(c, raw, path, "user"),
         system_processes=_process_group(c, raw, path, "system"),
         top_users=top_users,
+        apps=_apps(c, raw, path),
     )
+
+
+def _apps(c: _Checker, raw: Mapping[str, Any], path: str) -> Optional[Tuple[AppUsage, ...]]:
+    """Per-application use; an app named twice is refused (it would be two identical series)."""
+    items = c.items(raw, "apps", path, c.limits.max_apps)
+    if items is None:
+        return None
+    out = []
+    seen = set()
+    for i, item in enumerate(items):
+        where = _join(_join(path, "apps"), i)
+        if c.obj(item, where) is None:
+            continue
+        before = c.failed
+        usage = AppUsage(
+            app=c.text(item, "app", where, max_length=64),
+            cpu_seconds_total=c.number(item, "cpu_seconds_total", where),
+            memory_bytes=c.number(item, "memory_bytes", where),
+            sessions=c.integer(item, "sessions", where, maximum=10**6),
+        )
+        if c.failed != before:
+            continue
+        if usage.app in seen:
+            c.fail(where, REASON_DUPLICATE, f"duplicates {usage.app!r}: each entry must be unique")
+            continue
+        seen.add(usage.app)
+        out.append(usage)
+    return tuple(out)
 
 
 def _session_counts(c: _Checker, raw: Mapping[str, Any], path: str) -> Tuple[Tuple[str, str, int], ...]:

@@ -13,7 +13,9 @@ Sample reading::
      "logons_total": 41, "logoffs_total": 25, "disconnects_total": 11, "reconnects_total": 6,
      "list": [{"id": "2", "logon_time_seconds": 1764540900.0, "state": "active", "protocol": "ica",
                "user": "u-4f1c2a9e0b7d", "idle_seconds": 12.0}, ...],
-     "processes": {"user": {...}, "system": {...}}}
+     "processes": {"user": {...}, "system": {...}},
+     "apps": [{"app": "outlook", "cpu_seconds_total": 5120.25, "memory_bytes": 2147483648, "sessions": 11},
+              ..., {"app": "other", ...}]}
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from agent.sessions.lifecycle import LifecycleTracker
 from agent.sessions.model import Session, SessionSource
 from agent.sessions.privacy import Pseudonymizer, normalize
 from agent.sessions.processes import (
+    AppTable,
     LinuxLocator,
     ProcessGrouper,
     ProcessSnapshot,
@@ -45,6 +48,7 @@ from contract.report import (
     DEFAULT_LIMITS,
     SESSION_PROTOCOLS,
     SESSION_STATES,
+    AppUsage,
     ProcessGroup,
     SessionEntry,
     Sessions,
@@ -105,6 +109,8 @@ class SessionsCollector(Collector):
         self.names = Pseudonymizer(settings.pseudonym_secret, site, settings.pseudonymize)
         self._processes_failing = False
         self._denied_logged = False
+        self.apps = (AppTable(settings.apps, settings.top_apps, DEFAULT_LIMITS.max_apps)
+                     if settings.apps or settings.top_apps > 0 else None)
 
     @classmethod
     def from_context(cls, ctx: Context) -> "SessionsCollector":
@@ -154,6 +160,8 @@ class SessionsCollector(Collector):
             user_processes=None if processes is None else _group(processes, "user"),
             system_processes=None if processes is None else _group(processes, "system"),
             top_users=top,
+            apps=None if processes is None or self.apps is None or self.grouper is None else tuple(
+                AppUsage(**a) for a in self.apps.entries(processes, self.grouper.app_cpu_totals())),
         )
 
     def _entry(self, s: Session, state: str, protocol: str) -> Optional[SessionEntry]:

@@ -20,6 +20,13 @@ interval before exiting is lost, not subtracted). The first snapshot adds the
 CPU time the processes already had. pid 0 is skipped: on Windows it is the
 "System Idle Process", whose CPU time is the machine's idle time.
 
+Per application (`apps`): each user-session process is also counted under its
+application, the normalised executable name (`app_name`): CPU seconds since the
+agent started (kept per name by the grouper, so it never goes down while the
+name is exported), resident memory and the sessions running it. `select_apps`
+bounds what is reported: the operator's allowlist, the top N by CPU over the
+last interval, and everything else summed as "other".
+
 Sample output (a reading's `processes`)::
 
     {"user": {"cpu_seconds_total": 41000.5, "memory_bytes": 15032385536, "processes": 310},
@@ -45,6 +52,10 @@ CLASSES = (USER, SYSTEM)
 MIN_USER_UID = 1000  # the usual first uid of human users (login.defs UID_MIN)
 NO_AUDIT_SESSION = 4294967295  # (u32)-1: the process has no audit session
 _SCOPE_RE = re.compile(r"/session-([A-Za-z0-9_-]+)\.scope(?:/|$)")
+OTHER_APP = "other"
+MAX_APP_LENGTH = 32
+MAX_APPS_TRACKED = 4096  # distinct names kept since start; past it a new name counts as "other"
+_APP_UNSAFE_RE = re.compile(r"[^a-z0-9._+-]+")
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,34 @@ def classify(place: Place, uid: Optional[int], username: Optional[str], *, windo
     return SYSTEM, ""
 
 
+def app_name(raw: Optional[str], limit: int = MAX_APP_LENGTH) -> str:
+    """An executable's name as an `app` label: base name, lower case, without `.exe`, only
+    letters, digits and `._+-` (anything else becomes `_`), at most `limit` characters; "" when
+    nothing is left. Linux gives the kernel's command name (15 characters at most).
+
+    >>> app_name("C:\\\\Program Files\\\\Microsoft Office\\\\root\\\\Office16\\\\OUTLOOK.EXE")
+    'outlook'
+    >>> app_name("/usr/lib/firefox/firefox-bin"), app_name("Web Content"), app_name(".exe"), app_name(None)
+    ('firefox-bin', 'web_content', '', '')
+    """
+    if not raw:
+        return ""
+    base = raw.replace("\\", "/").rsplit("/", 1)[-1].strip().lower()
+    if base.endswith(".exe"):
+        base = base[:-4]
+    return _APP_UNSAFE_RE.sub("_", base)[:limit].strip("_.")
+
+
+@dataclass
+class AppUse:
+    """One application in one snapshot: CPU since the agent started, CPU this interval, memory, sessions."""
+
+    cpu_seconds_total: float = 0.0
+    cpu_seconds: float = 0.0
+    memory_bytes: float = 0.0
+    sessions: set = field(default_factory=set)
+
+
 @dataclass
 class Group:
     cpu_seconds_total: float = 0.0
@@ -169,6 +208,7 @@ class ProcessSnapshot:
     user_memory: Dict[str, float] = field(default_factory=dict)
     wall_seconds: Optional[float] = None  # since the previous snapshot; None on the first
     access_denied: int = 0  # processes whose CPU or memory could not be read (logged once by the collector)
+    apps: Dict[str, AppUse] = field(default_factory=dict)  # app -> use, user-session processes only
 
 
 @dataclass(frozen=True)
@@ -259,7 +299,8 @@ class ProcReader:
                 continue
             user, system, start, rss = parsed
             yield {"pid": int(name), "create_time": start, "cpu_times": _Times(user, system),
-                   "memory_info": _Memory(rss), "uids": _Uids(uid), "username": self.username(uid)}
+                   "memory_info": _Memory(rss), "uids": _Uids(uid), "username": self.username(uid),
+                   "name": data[data.find(b"(") + 1:data.rfind(b")")].decode("utf-8", "replace")}
 
 
 class ProcessGrouper:
@@ -273,12 +314,28 @@ class ProcessGrouper:
         self.windows = windows
         self.locate = locate
         self.clock = clock
-        self.attrs = ["pid", "create_time", "cpu_times", "memory_info"]
+        self.attrs = ["pid", "create_time", "cpu_times", "memory_info", "name"]
         if not windows:  # on Windows username is slow and the session tells the user anyway
             self.attrs += ["username", "uids"]
         self._cpu: Dict[Tuple[int, Optional[float]], float] = {}
         self._totals = {c: 0.0 for c in CLASSES}
         self._last: Optional[float] = None
+        self._app_cpu: Dict[str, float] = {}  # app -> CPU seconds of its user-session processes since start
+        self._app_names: Dict[str, str] = {}  # raw name -> app_name(raw): a few hundred names on a host
+
+    def app_cpu_totals(self) -> Mapping[str, float]:
+        """CPU seconds per app since the agent started (every app seen, exported or not)."""
+        return self._app_cpu
+
+    def _app(self, raw: Optional[str]) -> str:
+        name = self._app_names.get(raw or "")
+        if name is None:
+            name = app_name(raw) or OTHER_APP
+            if len(self._app_names) < MAX_APPS_TRACKED:
+                self._app_names[raw or ""] = name
+        if name not in self._app_cpu and len(self._app_cpu) >= MAX_APPS_TRACKED:
+            return OTHER_APP
+        return name
 
     def snapshot(self, sessions: Iterable[Session]) -> ProcessSnapshot:
         sessions = list(sessions)
@@ -291,6 +348,8 @@ class ProcessGrouper:
         user_cpu: Dict[str, float] = {}
         user_memory: Dict[str, float] = {}
         cpu_now: Dict[Tuple[int, Optional[float]], float] = {}
+        apps: Dict[str, AppUse] = {}
+        app_cpu = self._app_cpu
         denied = 0
         begin = getattr(self.locate, "begin", None)  # a locator that reads all places at once
         if begin is not None:
@@ -303,13 +362,22 @@ class ProcessGrouper:
             if times is None or memory is None:
                 denied += 1
             uids = info.get("uids")
-            cls, user = classify(self.locate(pid), getattr(uids, "real", None), info.get("username"),
+            place = self.locate(pid)
+            cls, user = classify(place, getattr(uids, "real", None), info.get("username"),
                                  windows=self.windows, by_session=by_session, by_audit=by_audit,
                                  session_users=session_users)
             group = groups[cls]
             group.processes += 1
             rss = float(getattr(memory, "rss", 0) or 0)
             group.memory_bytes += rss
+            use = None
+            if cls == USER:
+                app = self._app(info.get("name"))
+                use = apps.get(app)
+                if use is None:
+                    use = apps[app] = AppUse()
+                use.memory_bytes += rss
+                use.sessions.add(place.session or place.audit or user)
             if times is None:
                 continue
             cpu = float(times.user) + float(times.system)
@@ -318,16 +386,20 @@ class ProcessGrouper:
             previous = self._cpu.get(key)
             delta = cpu if previous is None else max(0.0, cpu - previous)
             self._totals[cls] += delta
+            if use is not None:
+                use.cpu_seconds += delta
             if cls == USER and user:
                 user_memory[user] = user_memory.get(user, 0.0) + rss
                 if not first:
                     user_cpu[user] = user_cpu.get(user, 0.0) + delta
         for cls in CLASSES:
             groups[cls].cpu_seconds_total = self._totals[cls]
+        for app, use in apps.items():
+            use.cpu_seconds_total = app_cpu[app] = app_cpu.get(app, 0.0) + use.cpu_seconds
         wall = None if self._last is None else max(0.0, now - self._last)
         self._cpu = cpu_now
         self._last = now
-        return ProcessSnapshot(groups, user_cpu, user_memory, wall, denied)
+        return ProcessSnapshot(groups, user_cpu, user_memory, wall, denied, apps)
 
     def _iter(self) -> Iterable[Dict[str, Any]]:
         if self.reader is not None:
@@ -372,3 +444,59 @@ def top_users(snapshot: ProcessSnapshot, n: int, label: Callable[[str], str], li
     chosen.sort(key=lambda u: (-cpu[u], -memory[u], u))
     return [{"user": u, "cpu_cores": round(cpu[u] / snapshot.wall_seconds, 4), "memory_bytes": memory[u]}
             for u in chosen]
+
+
+def choose_apps(apps: Mapping[str, AppUse], allow: Iterable[str], top: int, limit: int) -> List[str]:
+    """The apps reported by name: the allowlist, then the top `top` others by CPU over the last
+    interval (only apps that used some), at most `limit - 1` in all (one entry is left for "other").
+
+    >>> use = {"outlook": AppUse(cpu_seconds=1.0), "chrome": AppUse(cpu_seconds=9.0),
+    ...        "teams": AppUse(cpu_seconds=4.0), "idle": AppUse(cpu_seconds=0.0)}
+    >>> choose_apps(use, ["winword"], 2, 64)
+    ['winword', 'chrome', 'teams']
+    """
+    chosen = [a for a in dict.fromkeys(allow) if a and a != OTHER_APP][:max(0, limit - 1)]
+    ranked = sorted((a for a, u in apps.items() if u.cpu_seconds > 0 and a != OTHER_APP and a not in chosen),
+                    key=lambda a: (-apps[a].cpu_seconds, a))
+    room = max(0, min(top, limit - 1 - len(chosen)))
+    return chosen + ranked[:room]
+
+
+class AppTable:
+    """The per-application entries of a reading, with "other" as a counter of its own.
+
+    An app's CPU is its total since the agent started (the grouper's), so its series
+    never goes down, whether it was exported all along or leaves and re-enters the top
+    N. "other" adds, each interval, what the apps not named used in it: it never goes
+    down either, but the named apps and "other" together may count an interval twice
+    (an app's total includes the time it spent in "other"); the user class
+    (`vdi_session_process_cpu_seconds_total{class="user"}`) is the exact total.
+    """
+
+    def __init__(self, allow: Iterable[str], top: int, limit: int):
+        self.allow = tuple(allow)
+        self.top = top
+        self.limit = limit
+        self._other_cpu = 0.0
+
+    def entries(self, snapshot: ProcessSnapshot, totals: Mapping[str, float]) -> List[Dict[str, Any]]:
+        """[{"app", "cpu_seconds_total", "memory_bytes", "sessions"}...] by app name, "other" last."""
+        apps = snapshot.apps
+        chosen = choose_apps(apps, self.allow, self.top, self.limit)
+        named = set(chosen)
+        out = []
+        for app in sorted(chosen):
+            use = apps.get(app)
+            out.append({"app": app, "cpu_seconds_total": round(totals.get(app, 0.0), 3),
+                        "memory_bytes": use.memory_bytes if use else 0.0,
+                        "sessions": len(use.sessions) if use else 0})
+        memory = 0.0
+        sessions: set = set()
+        for app, use in apps.items():
+            if app not in named:
+                self._other_cpu += use.cpu_seconds
+                memory += use.memory_bytes
+                sessions |= use.sessions
+        out.append({"app": OTHER_APP, "cpu_seconds_total": round(self._other_cpu, 3), "memory_bytes": memory,
+                    "sessions": len(sessions)})
+        return out

@@ -20,6 +20,7 @@ from agent.simfarm import Farm
 from contract.report import (
     SESSION_PROTOCOLS,
     SESSION_STATES,
+    AppUsage,
     Capacity,
     CollectorStatus,
     Disk,
@@ -79,6 +80,7 @@ def test_what_the_sessions_collector_reads_survives_the_round_trip(source: str, 
     for _ in range(2):  # the second reading has CPU rates, so top users
         report = built({"sessions": collector.collect()})
         assert report.sessions.source == source and round_trip(report) == report
+        assert report.sessions.apps and report.sessions.apps[-1].app == "other"  # per-application use, on by default
 
 
 def test_what_the_simulator_sends_survives_the_round_trip() -> None:
@@ -127,6 +129,8 @@ def sessions(draw) -> Sessions:
         user_processes=draw(group), system_processes=draw(group),
         top_users=draw(st.one_of(st.none(), st.lists(st.builds(
             UserUsage, label, st.floats(0.0, 65536.0), counter), max_size=3).map(tuple))),
+        apps=draw(st.one_of(st.none(), unique(st.builds(AppUsage, label, seconds, counter, st.integers(0, 10**6)),
+                                              key=lambda a: a.app))),
     )
 
 

@@ -38,7 +38,7 @@ def test_sessions_exposition_matches_golden(source: str, tmp_path: Path) -> None
     report = parse_report(json.loads(report_to_json(built)))  # as the collector receives it
     text = rendering.exposition([report], 1796083200.0)
     lines = [line for line in text.splitlines(keepends=True)
-             if re.match(r"(# (HELP|TYPE) )?vdi_(session|user)", line)]
+             if re.match(r"(# (HELP|TYPE) )?vdi_(session|user|app_)", line)]
     got = "".join(lines)
     golden = GOLDEN / f"sessions-{source}.prom"
     if os.environ.get("VDIWATCH_UPDATE_GOLDEN"):
