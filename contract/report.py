@@ -268,6 +268,26 @@ class Capacity:
     maintenance: bool
 
 
+# Logons (docs/logons.md): the closed sets that become label values, and the histogram's upper bounds.
+LOGON_PHASES = ("profile", "group_policy", "shell", "other")
+LOGON_FAILURE_REASONS = ("bad_password", "unknown_user", "locked_out", "expired", "disabled", "restricted", "other")
+LOGON_DURATION_BUCKETS = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)  # seconds; +Inf = count
+
+
+@dataclass(frozen=True)
+class Logons:
+    """Counters since the agent started (a restart reads as a counter reset), every phase and reason present."""
+
+    duration_buckets: Tuple[int, ...]  # cumulative: logons of at most each LOGON_DURATION_BUCKETS bound
+    duration_sum_seconds: float
+    duration_count: int
+    phase_sum_seconds: Tuple[Tuple[str, float], ...]  # (phase, seconds) for every phase of LOGON_PHASES
+    phase_count: Tuple[Tuple[str, int], ...]  # (phase, logons that had it)
+    phases_missing: Tuple[Tuple[str, int], ...]  # (phase, logons whose events for it were missing)
+    failures: Tuple[Tuple[str, int], ...]  # (reason, failed logons) for every reason of LOGON_FAILURE_REASONS
+    events_skipped: int  # events left unread by the per-interval cap
+
+
 @dataclass(frozen=True)
 class Report:
     schema_version: int
@@ -287,6 +307,7 @@ class Report:
     system: Optional[System] = None
     sessions: Optional[Sessions] = None
     capacity: Optional[Capacity] = None
+    logons: Optional[Logons] = None
 
 
 def cpu_times(count: int, seconds: Mapping[str, float]) -> Cpu:
@@ -338,12 +359,24 @@ def reading_to_doc(name: str, reading: Any) -> Any:
         return {"count": reading.count, "seconds": dict(reading.seconds)}
     if name == "sessions":
         return _sessions_doc(reading)
+    if name == "logons":
+        return _logons_doc(reading)
     if isinstance(reading, tuple):
         return [_plain(item) for item in reading]
     return _plain(reading)
 
 
-READINGS = ("cpu", "load", "memory", "filesystems", "disks", "interfaces", "system", "sessions", "capacity")
+READINGS = ("cpu", "load", "memory", "filesystems", "disks", "interfaces", "system", "sessions", "capacity",
+            "logons")
+
+
+def _logons_doc(r: Logons) -> Dict[str, Any]:
+    return {
+        "duration_buckets": list(r.duration_buckets), "duration_sum_seconds": r.duration_sum_seconds,
+        "duration_count": r.duration_count,
+        "phases": {p: {"sum_seconds": s, "count": n} for (p, s), (_, n) in zip(r.phase_sum_seconds, r.phase_count)},
+        "phases_missing": dict(r.phases_missing), "failures": dict(r.failures), "events_skipped": r.events_skipped,
+    }
 
 
 def report_to_doc(report: Report) -> Dict[str, Any]:
@@ -590,6 +623,7 @@ def parse_report(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Report:
         "system": _section(c, readings, "system", _system),
         "sessions": _section(c, readings, "sessions", _sessions),
         "capacity": _section(c, readings, "capacity", _capacity),
+        "logons": _section(c, readings, "logons", _logons),
     }
     if c.problems:
         raise c.error()
@@ -881,4 +915,68 @@ def _capacity(c: _Checker, raw: Mapping[str, Any], path: str) -> Capacity:
         max_sessions=c.integer(raw, "max_sessions", path, required=False, maximum=10**6),
         accepting_sessions=c.boolean(raw, "accepting_sessions", path),
         maintenance=c.boolean(raw, "maintenance", path),
+    )
+
+
+def _closed_counts(c: _Checker, raw: Mapping[str, Any], key: str, path: str,
+                   names: Tuple[str, ...]) -> Tuple[Tuple[str, int], ...]:
+    """A count for every name of a closed set, 0 where the agent sent none; an unknown name is refused."""
+    counts = c.get(raw, key, path, required=False) or {}
+    where = _join(path, key)
+    if c.obj(counts, where) is None:
+        return ()
+    for name in counts:
+        if name not in names:
+            c.fail(_join(where, name), REASON_INVALID, f"must be one of {', '.join(names)}")
+    return tuple((n, c.integer(counts, n, where, maximum=10**12) if n in counts else 0) for n in names)
+
+
+def _logons(c: _Checker, raw: Mapping[str, Any], path: str) -> Logons:
+    count = c.integer(raw, "duration_count", path, maximum=10**12)
+    buckets = c.get(raw, "duration_buckets", path)
+    where = _join(path, "duration_buckets")
+    cumulative: Tuple[int, ...] = ()
+    if buckets is not None:
+        if not isinstance(buckets, list) or len(buckets) != len(LOGON_DURATION_BUCKETS):
+            c.fail(where, REASON_INVALID, f"must be a list of {len(LOGON_DURATION_BUCKETS)} cumulative counts, "
+                   f"one per bound ({', '.join(_short(b) for b in LOGON_DURATION_BUCKETS)} s)")
+        else:
+            out = []
+            for i, n in enumerate(buckets):
+                if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10**12:
+                    c.fail(_join(where, i), REASON_INVALID, f"must be an integer from 0 to 10^12, got {json_kind(n)}")
+                    n = 0
+                out.append(n)
+            cumulative = tuple(out)
+            if any(a > b for a, b in zip(cumulative, cumulative[1:])) or (count is not None and cumulative
+                                                                           and cumulative[-1] > count):
+                c.fail(where, REASON_INVALID, "must not decrease, and must not exceed duration_count")
+    phases = c.get(raw, "phases", path, required=False) or {}
+    pwhere = _join(path, "phases")
+    sums: List[Tuple[str, float]] = []
+    counts: List[Tuple[str, int]] = []
+    if c.obj(phases, pwhere) is not None:
+        for name in phases:
+            if name not in LOGON_PHASES:
+                c.fail(_join(pwhere, name), REASON_INVALID, f"must be one of {', '.join(LOGON_PHASES)}")
+        for name in LOGON_PHASES:
+            one = phases.get(name)
+            if one is None:
+                sums.append((name, 0.0))
+                counts.append((name, 0))
+                continue
+            w = _join(pwhere, name)
+            if c.obj(one, w) is None:
+                continue
+            sums.append((name, c.number(one, "sum_seconds", w) or 0.0))
+            counts.append((name, c.integer(one, "count", w, maximum=10**12) or 0))
+    return Logons(
+        duration_buckets=cumulative,
+        duration_sum_seconds=c.number(raw, "duration_sum_seconds", path),
+        duration_count=count,
+        phase_sum_seconds=tuple(sums),
+        phase_count=tuple(counts),
+        phases_missing=_closed_counts(c, raw, "phases_missing", path, LOGON_PHASES),
+        failures=_closed_counts(c, raw, "failures", path, LOGON_FAILURE_REASONS),
+        events_skipped=c.integer(raw, "events_skipped", path, required=False, maximum=10**12) or 0,
     )

@@ -5,8 +5,11 @@ malformed, is None (the caller counts it). No user name leaves this module
 except for matching group policy to its session: `user` is compared, never
 exported.
 
-    >>> parse_event(xml_of_lsm_21).kind
-    'session_logon'
+    >>> e = parse_event('<Event><System><EventID>4625</EventID><TimeCreated SystemTime="2015-09-08T22:54:54.9625117Z"/>'
+    ...                 '<EventRecordID>229977</EventRecordID><Channel>Security</Channel></System><EventData>'
+    ...                 '<Data Name="Status">0xc0000234</Data><Data Name="SubStatus">0x0</Data></EventData></Event>')
+    >>> e.kind, e.record_id, e.time_seconds, hex(e.status), e.sub_status
+    ('logon_failure', 229977, 1441752894.962511, '0xc0000234', 0)
 """
 
 from __future__ import annotations

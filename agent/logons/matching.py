@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from agent.logons.events import Event
+from contract.report import LOGON_FAILURE_REASONS, LOGON_PHASES
 
-PHASES = ("profile", "group_policy", "shell", "other")
-FAILURE_REASONS = ("bad_password", "unknown_user", "locked_out", "expired", "disabled", "restricted", "other")
+PHASES = LOGON_PHASES  # the contract's closed lists: they become label values
+FAILURE_REASONS = LOGON_FAILURE_REASONS
 
 # NTSTATUS values of 4625's Status and SubStatus, as Microsoft's "4625(F): An account failed
 # to log on" lists them (its table of Windows logon status codes). docs/logons.md quotes each.

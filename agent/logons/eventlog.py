@@ -1,0 +1,130 @@
+"""Reading new events from Windows event log channels: the thin pywin32 layer and the bookmark file.
+
+`Win32EventLogReader` is the only code that touches `win32evtlog` (pywin32), and
+stays thin: query, seek after the bookmark, render XML, render the new bookmark.
+Every decision (which channels and event ids, the cap, what a first start
+reads) is in agent.collectors.logons and tested on Linux with a fake reader.
+win32evtlog is imported on first use, so this module imports anywhere.
+
+pywin32's calls, as its stubs (types-pywin32) declare them: EvtQuery(Path, Flags, Query),
+EvtNext(ResultSet, Count, Timeout) -> tuple of handles (empty at the end),
+EvtSeek(ResultSet, Position, Flags, Bookmark), EvtRender(Event, Flags),
+EvtCreateBookmark(xml or None), EvtUpdateBookmark(Bookmark, Event).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+
+log = logging.getLogger(__name__)
+
+FROM_START = ""  # a bookmark meaning "from the channel's first event" (the channel was empty when first seen)
+
+
+def xpath(event_ids: Sequence[int]) -> str:
+    """The structured-query filter for these event ids: `*[System[(EventID=21 or EventID=22)]]`."""
+    return "*[System[(" + " or ".join(f"EventID={i}" for i in event_ids) + ")]]"
+
+
+class EventLogReader(Protocol):
+    def newest(self, channel: str, query: str) -> Optional[str]:
+        """A bookmark at the newest event matching `query`, None when there is none."""
+
+    def read(self, channel: str, query: str, bookmark: Optional[str], limit: int) -> Tuple[List[str], str, int]:
+        """Events after `bookmark` (from the first when None): up to `limit` rendered as XML, the bookmark
+        after the last event read or passed over, and how many were passed over beyond `limit`."""
+
+
+class Win32EventLogReader:
+    """The real reader, through pywin32's win32evtlog (Windows Vista and later's wevtapi)."""
+
+    def __init__(self, evt: Any = None) -> None:
+        self._evt = evt
+
+    @property
+    def evt(self) -> Any:
+        if self._evt is None:
+            import win32evtlog  # pywin32: Windows only
+
+            self._evt = win32evtlog
+        return self._evt
+
+    def newest(self, channel: str, query: str) -> Optional[str]:
+        e = self.evt
+        q = e.EvtQuery(channel, e.EvtQueryChannelPath | e.EvtQueryReverseDirection, query)
+        handles = e.EvtNext(q, 1, 0)
+        if not handles:
+            return None
+        bookmark = e.EvtCreateBookmark(None)
+        e.EvtUpdateBookmark(bookmark, handles[0])
+        return e.EvtRender(bookmark, e.EvtRenderBookmark)
+
+    def read(self, channel: str, query: str, bookmark: Optional[str], limit: int) -> Tuple[List[str], str, int]:
+        e = self.evt
+        q = e.EvtQuery(channel, e.EvtQueryChannelPath | e.EvtQueryForwardDirection, query)
+        mark = e.EvtCreateBookmark(bookmark or None)
+        if bookmark:
+            try:
+                e.EvtSeek(q, 1, e.EvtSeekRelativeToBookmark, mark)
+            except Exception as err:  # noqa: BLE001 - the bookmarked event is gone (log cleared or wrapped)
+                log.warning("%s: bookmark no longer in the log (%s); reading from its first event", channel, err)
+                q = e.EvtQuery(channel, e.EvtQueryChannelPath | e.EvtQueryForwardDirection, query)
+        xmls: List[str] = []
+        skipped = 0
+        moved = False
+        while True:
+            handles = e.EvtNext(q, 64, 0)
+            if not handles:
+                break
+            for h in handles:
+                if len(xmls) < limit:
+                    xmls.append(e.EvtRender(h, e.EvtRenderEventXml))
+                else:
+                    skipped += 1
+                e.EvtUpdateBookmark(mark, h)
+                moved = True
+        return xmls, e.EvtRender(mark, e.EvtRenderBookmark) if moved else (bookmark or FROM_START), skipped
+
+
+class BookmarkStore:
+    """Bookmarks by channel in one JSON file, replaced whole (a temporary file, then a rename)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def load(self) -> Dict[str, str]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            log.warning("logon bookmarks in %s cannot be read (%s): starting from the newest events", self.path, err)
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def save(self, bookmarks: Dict[str, str]) -> None:
+        folder = os.path.dirname(self.path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".bookmarks-", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(bookmarks, f, sort_keys=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+def default_bookmark_path() -> str:
+    """%ProgramData%\\vdiwatch\\logon-bookmarks.json: the service's own data folder."""
+    return os.path.join(os.environ.get("ProgramData", r"C:\ProgramData"), "vdiwatch", "logon-bookmarks.json")
