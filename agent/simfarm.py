@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from agent.sessions.states import effective_state
 from contract.report import (
+    AppUsage,
     Capacity,
     Disk,
     Filesystem,
@@ -34,9 +35,18 @@ from contract.report import (
 )
 
 FAULTS = ("agent_dies", "cpu_saturated", "memory_exhausted", "disk_filling", "not_accepting",
-          "black_hole", "clock_skew", "maintenance")
+          "black_hole", "clock_skew", "maintenance", "app_hog")
+
+# Applications of a simulated office desktop: (app, share of sessions running it, CPU cores per
+# connected session running it, resident MiB per session running it); the rest of the users'
+# processes are "other". About 0.1 cores and 570 MiB per session, inside the host's totals.
+SIM_APPS = (("outlook", 0.9, 0.02, 150), ("ms-teams", 0.7, 0.04, 200), ("chrome", 0.6, 0.05, 250),
+            ("winword", 0.4, 0.01, 60), ("excel", 0.3, 0.015, 80), ("explorer", 1.0, 0.005, 40))
+OTHER_APP_USE = (0.01, 60)  # cores per connected session, MiB per session
+HOG_APP = "acrord32"  # the application that eats its host under the app_hog fault: 90 % of every CPU
 
 GiB = 1024 ** 3
+MiB = 1024 ** 2
 
 
 def demand(hour: float, weekday: bool = True) -> float:
@@ -94,6 +104,7 @@ class SimHost:
     logoffs: int = 0
     disconnects: int = 0
     reconnects: int = 0
+    app_cpu: Dict[str, float] = field(default_factory=dict)  # app -> CPU seconds since the agent started
 
     # -- the model -----------------------------------------------------------
 
@@ -139,6 +150,12 @@ class SimHost:
         load = 0.04 + 0.035 * len(connected)
         if "cpu_saturated" in self.faults:
             load = 1.0
+        if "app_hog" in self.faults:
+            load = max(load, 0.95)
+            self.app_cpu[HOG_APP] = self.app_cpu.get(HOG_APP, 0.0) + 0.9 * self.cpus * dt
+        for app, share, cores, _mib in SIM_APPS:
+            self.app_cpu[app] = self.app_cpu.get(app, 0.0) + round(share * len(connected)) * cores * dt
+        self.app_cpu["other"] = self.app_cpu.get("other", 0.0) + len(connected) * OTHER_APP_USE[0] * dt
         load = min(load, 1.0)
         self.cpu_busy += load * self.cpus * dt
         self.cpu_idle += (1 - load) * self.cpus * dt
@@ -151,6 +168,7 @@ class SimHost:
             self.powered, self.boot_time = True, now
             # a fresh agent: its lifecycle counters start again, as after any restart
             self.logons = self.logoffs = self.disconnects = self.reconnects = 0
+            self.app_cpu = {}
         elif not on and self.powered:
             self.logoffs += len(self.sessions)
             self.sessions.clear()
@@ -198,10 +216,22 @@ class SimHost:
                 oldest_disconnect_time_seconds=oldest,
                 logons_total=self.logons, logoffs_total=self.logoffs,
                 disconnects_total=self.disconnects, reconnects_total=self.reconnects,
-                entries=tuple(entries), user_processes=None, system_processes=None, top_users=None),
+                entries=tuple(entries), user_processes=None, system_processes=None, top_users=None,
+                apps=self._apps()),
             "capacity": Capacity(max_sessions=self.max_sessions, accepting_sessions=self.accepting(),
                                  maintenance="maintenance" in self.faults),
         }
+
+    def _apps(self) -> Tuple[AppUsage, ...]:
+        """The applications running now, by name, then "other", as the agent reports them."""
+        n = len(self.sessions)
+        out = [AppUsage(app, round(self.app_cpu.get(app, 0.0), 3), round(share * n) * mib * MiB, round(share * n))
+               for app, share, _cores, mib in SIM_APPS if round(share * n)]
+        if "app_hog" in self.faults:
+            out.append(AppUsage(HOG_APP, round(self.app_cpu.get(HOG_APP, 0.0), 3), 1536 * MiB, min(1, n)))
+        out.sort(key=lambda a: a.app)
+        out.append(AppUsage("other", round(self.app_cpu.get("other", 0.0), 3), n * OTHER_APP_USE[1] * MiB, n))
+        return tuple(out)
 
     def readings(self, now: float, idle_after: float = 1800.0) -> Dict[str, Any]:
         """`sample` as the `readings` object of the JSON report."""

@@ -102,3 +102,37 @@ def test_counters_never_go_down_while_the_agent_runs() -> None:
         if last:
             assert all(a >= b for a, b in zip(now, last))
         last = now
+
+
+def test_applications_follow_the_sessions_and_their_counters_never_go_down() -> None:
+    farm = Farm.build(6, seed=4)
+    h = farm.hosts[0]
+    last: dict = {}
+    for hour in range(8, 18):
+        day(farm, hour)
+        apps = {a["app"]: a for a in h.readings(farm.last)["sessions"]["apps"]}
+        assert list(apps)[-1] == "other" and len(apps) <= 11
+        assert all(apps[a]["cpu_seconds_total"] >= last.get(a, 0.0) for a in apps)
+        assert apps["outlook"]["sessions"] <= len(h.sessions)
+        assert sum(a["memory_bytes"] for a in apps.values()) < h.memory_bytes
+        last = {a: apps[a]["cpu_seconds_total"] for a in apps}
+
+
+def test_an_application_that_eats_a_host() -> None:
+    farm = Farm.build(6, seed=4)
+    day(farm, 10)
+    h, peer = farm.hosts[0], farm.hosts[1]
+    farm.fault(h.name, "app_hog", farm.last)
+    before = {x.name: dict(x.app_cpu) for x in (h, peer)}
+    busy, t0 = h.cpu_busy, farm.last
+    day(farm, 10.5)
+    elapsed = farm.last - t0
+    hog = {a["app"]: a for a in h.readings(farm.last)["sessions"]["apps"]}["acrord32"]
+    assert hog["cpu_seconds_total"] == pytest.approx(0.9 * h.cpus * elapsed)
+    assert (h.cpu_busy - busy) / elapsed >= 0.95 * h.cpus  # the host's CPU: the hog's and more
+    assert "acrord32" not in {a["app"] for a in peer.readings(farm.last)["sessions"]["apps"]}
+    busiest_peer_app = max((peer.app_cpu[a] - before[peer.name].get(a, 0.0)) / elapsed for a in peer.app_cpu)
+    assert busiest_peer_app < 0.2 * peer.cpus  # in cores: nothing on the peer comes close
+    farm.clear(h.name, "app_hog")
+    day(farm, 11)
+    assert "acrord32" not in {a["app"] for a in h.readings(farm.last)["sessions"]["apps"]}
