@@ -25,14 +25,19 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from contract.report import HOST_STATES, STOPPED, Report
+from contract.report import HOST_STATES, LOGON_DURATION_BUCKETS, STOPPED, Report
 
 COUNTER = "counter"
 GAUGE = "gauge"
+HISTOGRAM = "histogram"  # its reader gives `Suffixed` samples: _bucket{le}, _sum, _count
+SUMMARY = "summary"  # likewise, _sum and _count only (no quantiles): an average is a division
+SUFFIXED = (HISTOGRAM, SUMMARY)
 
 # One sample of a family: the values of its extra labels (in the row's order) and the value; None is left out.
 Sample = Tuple[Tuple[str, ...], Optional[float]]
 Read = Callable[[Report, float], Iterable[Sample]]  # (report, received_at) -> samples, in exposition order
+# One sample of a histogram or summary row: the suffix of its name, its own label names and values, the value.
+Suffixed = Tuple[str, Tuple[str, ...], Tuple[str, ...], float]
 
 
 def _none(_report: Report, _received_at: float) -> Iterable[Sample]:
@@ -44,10 +49,10 @@ class Family:
     """One metric family: a row of `FAMILIES`."""
 
     name: str
-    kind: str  # GAUGE or COUNTER
+    kind: str  # GAUGE, COUNTER, HISTOGRAM or SUMMARY
     help: str
     read: Read = _none
-    labels: Tuple[str, ...] = ()  # extra label names, after host, site and delivery_group
+    labels: Tuple[str, ...] = ()  # extra label names, after host, site and delivery_group (a histogram: "le")
     live: bool = False  # drawn from liveness at every scrape (`render_live`), not from the report
 
 
@@ -141,6 +146,35 @@ def apps(attr: str) -> Read:
             return ()
         return [((a.app,), getattr(a, attr)) for a in s.apps]
     return read
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))  # "5.0", as client_python writes bucket bounds
+
+
+_LOGON_LE = tuple((("le",), (_le(b),)) for b in LOGON_DURATION_BUCKETS) + ((("le",), ("+Inf",)),)
+
+
+def _logon_duration(report: Report, _received_at: float) -> Iterable[Suffixed]:
+    r = report.logons
+    if r is None:
+        return ()
+    out: List[Suffixed] = [("_bucket", names, values, n)
+                           for (names, values), n in zip(_LOGON_LE, r.duration_buckets + (r.duration_count,))]
+    out.append(("_sum", (), (), r.duration_sum_seconds))
+    out.append(("_count", (), (), r.duration_count))
+    return out
+
+
+def _logon_phases(report: Report, _received_at: float) -> Iterable[Suffixed]:
+    r = report.logons
+    if r is None:
+        return ()
+    out: List[Suffixed] = []
+    for (phase, seconds), (_, count) in zip(r.phase_sum_seconds, r.phase_count):
+        out.append(("_sum", ("phase",), (phase,), seconds))
+        out.append(("_count", ("phase",), (phase,), count))
+    return out
 
 
 def _agent_info(report: Report, _received_at: float) -> Iterable[Sample]:
@@ -256,12 +290,22 @@ FAMILIES: Tuple[Family, ...] = (
            field("capacity", "accepting_sessions", flag)),
     Family("vdi_host_maintenance", GAUGE, "1 when the operator put the host in maintenance.",
            field("capacity", "maintenance", flag)),
+    Family("vdi_logon_duration_seconds", HISTOGRAM, "Logons from their start to the shell, since the agent started.",
+           _logon_duration, ("le",)),  # type: ignore[arg-type]
+    Family("vdi_logon_phase_seconds", SUMMARY, "Time in each phase of the logons that had it, since the agent "
+           "started.", _logon_phases, ("phase",)),  # type: ignore[arg-type]
+    Family("vdi_logon_phases_missing_total", COUNTER, "Logons whose events for a phase were missing.",
+           pairs("logons", "phases_missing"), ("phase",)),
+    Family("vdi_logon_failures_total", COUNTER, "Failed interactive logons by reason (Security 4625).",
+           pairs("logons", "failures"), ("reason",)),
+    Family("vdi_logon_events_skipped_total", COUNTER, "Logon events passed over by the agent's per-interval cap.",
+           field("logons", "events_skipped")),
 )
 
 
 FAMILY_NAMES = tuple(f.name for f in FAMILIES)
 LIVE_INDEX = tuple(i for i, f in enumerate(FAMILIES) if f.live)  # vdi_agent_up, vdi_host_state
-_FROM_REPORT = tuple((f.name, f.labels, f.read) for f in FAMILIES)
+_FROM_REPORT = tuple((f.name, f.labels, f.read, f.kind in SUFFIXED) for f in FAMILIES)
 
 
 def escape(value: str) -> str:
@@ -310,8 +354,17 @@ def render_report(report: Report, received_at: float) -> Rendered:
     labels = host_labels(report)
     chunks: List[bytes] = []
     known, fragment, text = _FRAGMENTS.get, _fragment, number  # locals: this loop runs for every sample
-    for name, names, read in _FROM_REPORT:
+    for name, names, read, suffixed in _FROM_REPORT:
         lines = []
+        if suffixed:
+            for suffix, own_names, values, value in read(report, received_at):  # type: ignore[misc]
+                if values:
+                    more = known((own_names, values)) or fragment(own_names, values)
+                    lines.append(f"{name}{suffix}{{{labels},{more}}} {text(value)}\n")
+                else:
+                    lines.append(f"{name}{suffix}{{{labels}}} {text(value)}\n")
+            chunks.append("".join(lines).encode("utf-8") if lines else b"")
+            continue
         for values, value in read(report, received_at):
             if value is None:
                 continue

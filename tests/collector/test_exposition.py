@@ -8,7 +8,20 @@ from typing import Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.exposition import COUNTER, FAMILIES, GAUGE, each, escape, field, flag, number, render_report
+from collector.exposition import (
+    COUNTER,
+    FAMILIES,
+    GAUGE,
+    HISTOGRAM,
+    SUFFIXED,
+    SUMMARY,
+    each,
+    escape,
+    field,
+    flag,
+    number,
+    render_report,
+)
 from contract.report import parse_report
 from tests.collector import rendering
 from tests.conftest import FIXTURES, ROOT
@@ -70,6 +83,8 @@ def test_each_family_has_one_header_and_contiguous_samples() -> None:
             current = line.split()[2]
         elif not line.startswith("#"):
             name = line.split("{")[0]
+            if current and current.startswith("vdi_logon_") and name != current:  # histogram, summary
+                name = re.sub(r"_(bucket|sum|count)$", "", name)
             assert name == current, f"{name} outside its family block"
             assert name not in finished
 
@@ -100,7 +115,7 @@ def test_the_table_names_each_family_once_and_counters_end_in_total() -> None:
     names = [f.name for f in FAMILIES]
     assert len(names) == len(set(names))
     for family in FAMILIES:
-        assert family.kind in (COUNTER, GAUGE)
+        assert family.kind in (COUNTER, GAUGE, HISTOGRAM, SUMMARY)
         assert family.name.endswith("_total") == (family.kind == COUNTER), family.name
         assert family.help.endswith("."), family.name
     assert [f.name for f in FAMILIES if f.live] == ["vdi_agent_up", "vdi_host_state"]
@@ -110,6 +125,10 @@ def test_every_row_reads_as_many_label_values_as_it_names_labels() -> None:
     for name in ("vda-win-01.json", "lvda-07.json", "rdsh-03-maintenance.json", "vda-win-02-goodbye.json"):
         report = load(name)
         for family in FAMILIES:
+            if family.kind in SUFFIXED:  # (suffix, own label names, values, value); _sum/_count of a histogram: none
+                for suffix, names, values, _value in family.read(report, 1796083200.0):
+                    assert len(names) == len(values) and set(names) <= set(family.labels), (name, family.name, suffix)
+                continue
             for values, _value in family.read(report, 1796083200.0):
                 assert len(values) == len(family.labels), (name, family.name, values)
 
@@ -156,3 +175,20 @@ def test_memory_without_swap_has_no_swap_series() -> None:
     text = rendering.exposition([parse_report(doc)])
     assert 'vdi_host_memory_total_bytes{host="vda-win-01"' in text
     assert "vdi_host_swap_" not in text
+
+
+def test_logon_histogram_and_phase_summary_parse_as_such() -> None:
+    text = exposition("rdsh-03-maintenance.json")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    duration = families["vdi_logon_duration_seconds"]
+    assert duration.type == "histogram"
+    buckets = [(s.labels["le"], s.value) for s in duration.samples if s.name.endswith("_bucket")]
+    assert buckets[0] == ("5.0", 0) and buckets[3] == ("20.0", 1) and buckets[-1] == ("+Inf", 2)
+    assert [s.value for s in duration.samples if s.name.endswith(("_sum", "_count"))] == [121, 2]
+    phases = families["vdi_logon_phase_seconds"]
+    assert phases.type == "summary"
+    assert {(s.name, s.labels["phase"]): s.value for s in phases.samples}[("vdi_logon_phase_seconds_sum",
+                                                                         "profile")] == 103.5
+    assert "# TYPE vdi_logon_duration_seconds histogram\n" in text
+    assert "# TYPE vdi_logon_phase_seconds summary\n" in text
+
