@@ -17,6 +17,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from agent.logons.matching import Logon
+from agent.logons.totals import LogonTotals
 from agent.sessions.states import effective_state
 from contract.report import (
     AppUsage,
@@ -105,6 +107,8 @@ class SimHost:
     disconnects: int = 0
     reconnects: int = 0
     app_cpu: Dict[str, float] = field(default_factory=dict)  # app -> CPU seconds since the agent started
+    logon_totals: LogonTotals = field(default_factory=LogonTotals)  # the agent's logons reading
+    logon_rng: Optional[random.Random] = None  # its own stream: logons leave the sessions' draws as they were
 
     # -- the model -----------------------------------------------------------
 
@@ -129,6 +133,7 @@ class SimHost:
             self.next_id += 1
             self.sessions[sid] = SimSession(sid, f"user{self.rng.randrange(100000):05d}", now, last_input=now)
             self.logons += 1
+            self._simulate_logon(busy=len(self.sessions) / max(1, self.max_sessions))
         surplus = len(self.sessions) - target
         for s in sorted(self.sessions.values(), key=lambda s: (s.state != "disconnected", s.logon_time))[:surplus]:
             del self.sessions[s.id]
@@ -169,10 +174,30 @@ class SimHost:
             # a fresh agent: its lifecycle counters start again, as after any restart
             self.logons = self.logoffs = self.disconnects = self.reconnects = 0
             self.app_cpu = {}
+            self.logon_totals = LogonTotals()
         elif not on and self.powered:
             self.logoffs += len(self.sessions)
             self.sessions.clear()
             self.powered = False
+
+    def _simulate_logon(self, busy: float) -> None:
+        """One logon with plausible phases (about 14 s on an empty host); the fuller the host (`busy`, the
+        share of its sessions in use: the morning ramp), the slower the profile and policy phases; now and
+        then a user mistypes a password first."""
+        if self.logon_rng is None:
+            self.logon_rng = random.Random("logons:" + self.name)
+        rng = self.logon_rng
+        storm = 1.0 + 1.2 * busy
+        profile = rng.lognormvariate(math.log(5.0), 0.35) * storm
+        policy = rng.lognormvariate(math.log(3.0), 0.3) * storm
+        shell = rng.lognormvariate(math.log(4.0), 0.3)
+        other = rng.lognormvariate(math.log(1.0), 0.5)
+        total = profile + policy + shell + other
+        self.logon_totals.add_logon(Logon(round(total, 3), (("profile", round(profile, 3)),
+                                                          ("group_policy", round(policy, 3)),
+                                                          ("shell", round(shell, 3)), ("other", round(other, 3)))))
+        if rng.random() < 0.03:
+            self.logon_totals.add_failure("bad_password")
 
     # -- what an agent would read -------------------------------------------
 
@@ -220,6 +245,7 @@ class SimHost:
                 apps=self._apps()),
             "capacity": Capacity(max_sessions=self.max_sessions, accepting_sessions=self.accepting(),
                                  maintenance="maintenance" in self.faults),
+            "logons": self.logon_totals.reading(),
         }
 
     def _apps(self) -> Tuple[AppUsage, ...]:
