@@ -11,6 +11,13 @@ measures in separate child processes, so that nothing else counts:
 - node_exporter (Debian's `prometheus-node-exporter`, default collectors): CPU
   time per scrape of its /metrics, the same number of times.
 The agent's average load at a 15 s interval is CPU per collection / 15 s.
+
+    python -m benchmarks.agent_bench --in-sessions        # every process in a user session
+
+The spawned processes are the benchmark user's, outside any session: they
+count as system processes, so per-user and per-application accounting see
+none of them. `--in-sessions` places every process in one of the simulated
+sessions, as on a busy RDS host, so that that accounting is measured too.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ class ManySessions:
         return out
 
 
-def child(collections: int, per_user_top: int, sessions: int) -> Dict[str, float]:
+def child(collections: int, per_user_top: int, sessions: int, in_sessions: bool = False) -> Dict[str, float]:
     """Run inside a fresh interpreter: build the real agent and collect `collections` times."""
     import dataclasses
     import threading
@@ -80,6 +87,11 @@ def child(collections: int, per_user_top: int, sessions: int) -> Dict[str, float
         for collector in agent.runner.collectors:
             if collector.name == "sessions":
                 collector.source = ManySessions(sessions)
+                if in_sessions and collector.grouper is not None:
+                    from agent.sessions.processes import Place
+
+                    collector.grouper.windows = True  # placed by session id, as on Windows
+                    collector.grouper.locate = lambda pid: Place(session=str(2 + pid % sessions))
     agent.report()  # the first collection primes per-process state: counted apart
     primed = time.process_time()
     for _ in range(collections):
@@ -92,6 +104,9 @@ def child(collections: int, per_user_top: int, sessions: int) -> Dict[str, float
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "processes_seen": report.system.processes if report.system else 0,
         "sessions_seen": report.sessions.total if report.sessions else 0,
+        "user_processes_seen": (report.sessions.user_processes.processes
+                                if report.sessions and report.sessions.user_processes else 0),
+        "apps_reported": len(getattr(report.sessions, "apps", None) or ()),  # getattr: also runs on older trees
         "collectors": sorted(c.name for c in report.collectors),
     }
 
@@ -142,12 +157,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--collections", type=int, default=30)
     p.add_argument("--per-user-top", type=int, default=10, help="per-user series (0: off)")
     p.add_argument("--sessions", type=int, default=100, help="sessions on the host (simulated source; 0: the OS's)")
+    p.add_argument("--in-sessions", action="store_true",
+                   help="place every process in a simulated session (per-user and per-application accounting)")
     p.add_argument("--interval", type=float, default=15.0)
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.collections, args.per_user_top, args.sessions)))
+        print(json.dumps(child(args.collections, args.per_user_top, args.sessions, args.in_sessions)))
         return 0
     exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     procs = spawn(args.processes)
@@ -155,7 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         time.sleep(1)
         r = subprocess.run([sys.executable, "-m", "benchmarks.agent_bench", "--child",
                             "--collections", str(args.collections), "--per-user-top", str(args.per_user_top),
-                            "--sessions", str(args.sessions)],
+                            "--sessions", str(args.sessions), *(["--in-sessions"] if args.in_sessions else [])],
                            capture_output=True, text=True, cwd=ROOT, timeout=1800)
         if r.returncode != 0:
             print(r.stderr, file=sys.stderr)
@@ -169,7 +186,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             proc.wait()
     load = agent["cpu_per_collection_s"] / args.interval
     print(f"agent benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-          f"{agent['processes_seen']} processes and {agent['sessions_seen']} sessions on the host, "
+          f"{agent['processes_seen']} processes ({agent['user_processes_seen']} in sessions) and "
+          f"{agent['sessions_seen']} sessions on the host, {agent['apps_reported']} applications reported, "
           f"collectors: {', '.join(agent['collectors'])}")
     print("| program | CPU per collection | average load at 15 s | peak RSS |")
     print("| --- | --- | --- | --- |")

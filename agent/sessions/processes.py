@@ -321,20 +321,19 @@ class ProcessGrouper:
         self._totals = {c: 0.0 for c in CLASSES}
         self._last: Optional[float] = None
         self._app_cpu: Dict[str, float] = {}  # app -> CPU seconds of its user-session processes since start
-        self._app_names: Dict[str, str] = {}  # raw name -> app_name(raw): a few hundred names on a host
+        self._app_names: Dict[Optional[str], str] = {}  # raw name -> its app: a few hundred names on a host
 
     def app_cpu_totals(self) -> Mapping[str, float]:
         """CPU seconds per app since the agent started (every app seen, exported or not)."""
         return self._app_cpu
 
-    def _app(self, raw: Optional[str]) -> str:
-        name = self._app_names.get(raw or "")
-        if name is None:
-            name = app_name(raw) or OTHER_APP
-            if len(self._app_names) < MAX_APPS_TRACKED:
-                self._app_names[raw or ""] = name
+    def _new_app(self, raw: Optional[str]) -> str:
+        """The app of a name not seen before; past MAX_APPS_TRACKED apps a new one is "other"."""
+        name = app_name(raw) or OTHER_APP
         if name not in self._app_cpu and len(self._app_cpu) >= MAX_APPS_TRACKED:
-            return OTHER_APP
+            name = OTHER_APP
+        if len(self._app_names) < MAX_APPS_TRACKED:
+            self._app_names[raw] = name
         return name
 
     def snapshot(self, sessions: Iterable[Session]) -> ProcessSnapshot:
@@ -349,7 +348,7 @@ class ProcessGrouper:
         user_memory: Dict[str, float] = {}
         cpu_now: Dict[Tuple[int, Optional[float]], float] = {}
         apps: Dict[str, AppUse] = {}
-        app_cpu = self._app_cpu
+        app_cpu, app_names = self._app_cpu, self._app_names
         denied = 0
         begin = getattr(self.locate, "begin", None)  # a locator that reads all places at once
         if begin is not None:
@@ -372,7 +371,8 @@ class ProcessGrouper:
             group.memory_bytes += rss
             use = None
             if cls == USER:
-                app = self._app(info.get("name"))
+                raw = info.get("name")
+                app = app_names.get(raw) or self._new_app(raw)
                 use = apps.get(app)
                 if use is None:
                     use = apps[app] = AppUse()
