@@ -85,6 +85,15 @@ BAD = [
         {"interface": f"eth{i}", "receive_bytes": 0, "transmit_bytes": 0, "receive_packets": 0,
          "transmit_packets": 0, "receive_errors": 0, "transmit_errors": 0, "receive_drops": 0,
          "transmit_drops": 0} for i in range(65)]), {}, 400, "too_many_items", "readings.interfaces"),
+    ("duplicate app", with_changes("readings.sessions.apps.1.app", "chrome"), {}, 400, "duplicate",
+     "readings.sessions.apps[1]"),
+    ("app with newline", with_changes("readings.sessions.apps.0.app", "out\nlook"), {}, 400, "invalid_value",
+     "readings.sessions.apps[0].app"),
+    ("negative app CPU", with_changes("readings.sessions.apps.0.cpu_seconds_total", -1), {}, 400, "out_of_range",
+     "readings.sessions.apps[0].cpu_seconds_total"),
+    ("too many apps", with_changes("readings.sessions.apps", [
+        {"app": f"app{i}", "cpu_seconds_total": 0, "memory_bytes": 0, "sessions": 0} for i in range(65)]), {}, 400,
+     "too_many_items", "readings.sessions.apps"),
     ("100000 sessions", with_changes("readings.sessions.list", [
         {"id": str(i), "state": "active", "protocol": "ica"} for i in range(100_000)]), {}, 413,
      "body_too_large", ""),
