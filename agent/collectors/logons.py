@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from agent.collectors import Collector, Context, os_name, register
 from agent.logons.eventlog import BookmarkStore, EventLogReader, default_bookmark_path, xpath
@@ -56,6 +56,7 @@ class LogonsCollector(Collector):
         self.matcher = LogonMatcher()
         self.totals = LogonTotals()
         self.unreadable = 0  # events of a wanted id that did not parse: a shape this code does not know
+        self.failing: Dict[str, str] = {}  # channel -> its error, logged once when it starts and once when it ends
         self._bookmarks: Dict[str, str] = bookmarks.load()
 
     @classmethod
@@ -72,10 +73,17 @@ class LogonsCollector(Collector):
         skipped = 0
         for channel, ids in CHANNELS:
             query = xpath(ids)
-            if channel not in bookmarks:  # first sight: history before the agent is not counted
-                bookmarks[channel] = self.reader.newest(channel, query) or ""
+            try:
+                if channel not in bookmarks:  # first sight: history before the agent is not counted
+                    bookmarks[channel] = self.reader.newest(channel, query) or ""
+                    xmls, passed = [], 0
+                else:
+                    xmls, bookmarks[channel], passed = self.reader.read(channel, query, bookmarks[channel] or None,
+                                                                        self.cap)
+            except Exception as err:  # noqa: BLE001 - one channel (not enabled, no right to Security) costs itself
+                self._note(channel, f"{type(err).__name__}: {err}")
                 continue
-            xmls, bookmarks[channel], passed = self.reader.read(channel, query, bookmarks[channel] or None, self.cap)
+            self._note(channel, None)
             skipped += passed
             for xml in xmls:
                 event = parse_event(xml)
@@ -83,6 +91,8 @@ class LogonsCollector(Collector):
                     self.unreadable += 1
                 else:
                     events.append(event)
+        if len(self.failing) == len(CHANNELS):
+            raise RuntimeError("no event log channel can be read: " + "; ".join(sorted(set(self.failing.values()))))
         if bookmarks != self._bookmarks:
             self.store.save(bookmarks)  # first: if it fails, nothing is counted and the events are read again
             self._bookmarks = bookmarks
@@ -93,3 +103,13 @@ class LogonsCollector(Collector):
         for logon in self.matcher.add(events, now=self.clock()):
             self.totals.add_logon(logon)
         return self.totals.reading()
+
+    def _note(self, channel: str, error: Optional[str]) -> None:
+        if error is not None and channel not in self.failing:
+            self.failing[channel] = error
+            log.warning("logons: cannot read %s (%s): its events are missing until it can (logged again only when "
+                        "it recovers)", channel, error)
+        elif error is None and channel in self.failing:
+            del self.failing[channel]
+            log.warning("logons: %s can be read again", channel)
+

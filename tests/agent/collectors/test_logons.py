@@ -147,3 +147,34 @@ def test_not_built_off_windows():
 
     with pytest.raises(RuntimeError, match="Windows event logs"):
         LogonsCollector.from_context(Context(psutil=fakepsutil.load("linux"), os="linux"))
+
+
+def test_a_channel_that_cannot_be_read_costs_only_its_own_events(tmp_path, caplog):
+    log, c = started(tmp_path)
+    log.append("server_vda.xml", "rds_host.xml")
+    real = log.read
+
+    def no_security(channel, *args):
+        if channel == "Security":
+            raise PermissionError("access denied")
+        return real(channel, *args)
+
+    log.read = no_security
+    r = c.collect()
+    c.collect()
+    assert r.duration_count == 2 and sum(n for _, n in r.failures) == 0
+    assert [m for m in caplog.messages if "cannot read Security" in m] != [] and len(caplog.messages) == 1
+    log.read = real
+    assert sum(n for _, n in c.collect().failures) == 7  # read from its own bookmark once it can be again
+    assert "Security can be read again" in caplog.messages[-1]
+
+
+def test_no_channel_at_all_fails_the_collector(tmp_path):
+    log, c = started(tmp_path)
+
+    def broken(*_args):
+        raise OSError("EvtQuery")
+
+    log.read = broken
+    with pytest.raises(RuntimeError, match="no event log channel can be read"):
+        c.collect()
