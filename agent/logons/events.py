@@ -85,20 +85,25 @@ def _int(text: Optional[str]) -> Optional[int]:
         return None
 
 
+_WANTED = frozenset({"SessionID", "Session", "User", "PrincipalSamName", "LogonType", "Status", "SubStatus", "Reason"})
+
+
 def _fields(root: ET.Element) -> Dict[str, str]:
-    """EventData's <Data Name="..."> pairs, or the children of UserData's single element (LSM's EventXML)."""
+    """The wanted fields of EventData's <Data Name="..."> or of UserData's single element (LSM's EventXML)."""
     out: Dict[str, str] = {}
     for child in root:
-        name = _local(child.tag)
-        if name == "EventData":
+        tag = child.tag
+        if tag.endswith("EventData"):
             for data in child:
                 key = data.get("Name")
-                if key is not None:
+                if key in _WANTED:
                     out[key] = (data.text or "").strip()
-        elif name == "UserData":
+        elif tag.endswith("UserData"):
             for block in child:
                 for data in block:
-                    out[_local(data.tag)] = (data.text or "").strip()
+                    key = _local(data.tag)
+                    if key in _WANTED:
+                        out[key] = (data.text or "").strip()
     return out
 
 
@@ -108,21 +113,21 @@ def parse_event(xml: str) -> Optional[Event]:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return None
-    system = next((c for c in root if _local(c.tag) == "System"), None)
+    ns = root.tag[:-5] if root.tag.endswith("}Event") else ""  # "{...events/event}" as EvtRender writes it
+    system = root.find(ns + "System")
     if system is None:
         return None
-    sys_fields = {_local(c.tag): c for c in system}
-    channel = (sys_fields["Channel"].text or "").strip() if "Channel" in sys_fields else ""
-    event_id = _int(sys_fields["EventID"].text) if "EventID" in sys_fields else None
+    channel = (system.findtext(ns + "Channel") or "").strip()
+    event_id = _int(system.findtext(ns + "EventID"))
     kind = KINDS.get((channel, event_id))
     if kind is None:
         return None
-    created = sys_fields.get("TimeCreated")
+    created = system.find(ns + "TimeCreated")
     when = parse_time(created.get("SystemTime", "")) if created is not None else None
-    record_id = _int(sys_fields["EventRecordID"].text) if "EventRecordID" in sys_fields else None
+    record_id = _int(system.findtext(ns + "EventRecordID"))
     if when is None or record_id is None:
         return None
-    correlation = sys_fields.get("Correlation")
+    correlation = system.find(ns + "Correlation")
     activity = correlation.get("ActivityID") if correlation is not None else None
     f = _fields(root)
     session = f.get("SessionID", f.get("Session"))

@@ -56,6 +56,12 @@ def nested(depth: int) -> bytes:
     return GOOD.replace(b'"readings": {', b'"readings": {"extra": ' + b"[" * depth + b"]" * depth + b", ", 1)
 
 
+def logons(**changes) -> bytes:
+    """The fixture report with a readings.logons section (rdsh-03's), changed."""
+    section = json.loads((FIXTURES / "reports" / "rdsh-03-maintenance.json").read_text())["readings"]["logons"]
+    return with_changes("readings.logons", dict(section, **changes))
+
+
 BAD = [
     ("truncated json", GOOD[:200], {}, 400, "bad_json", ""),
     ("not json", b"hello", {}, 400, "bad_json", ""),
@@ -94,6 +100,18 @@ BAD = [
     ("too many apps", with_changes("readings.sessions.apps", [
         {"app": f"app{i}", "cpu_seconds_total": 0, "memory_bytes": 0, "sessions": 0} for i in range(65)]), {}, 400,
      "too_many_items", "readings.sessions.apps"),
+    ("logon buckets decreasing", logons(duration_buckets=[2, 1] + [2] * 9), {}, 400, "invalid_value",
+     "readings.logons.duration_buckets"),
+    ("logon buckets short", logons(duration_buckets=[0, 1]), {}, 400, "invalid_value",
+     "readings.logons.duration_buckets"),
+    ("logon bucket not a number", logons(duration_buckets=[0, 0, 0, "1", 1, 1, 1, 1, 2, 2, 2]), {}, 400,
+     "invalid_value", "readings.logons.duration_buckets[3]"),
+    ("unknown logon failure reason", logons(failures={"bad\npassword": 1}), {}, 400, "invalid_value",
+     "readings.logons.failures.bad\\u000apassword"),  # a control character is escaped in the answer
+    ("unknown logon phase", logons(phases={"scripts": {"sum_seconds": 1, "count": 1}}), {}, 400, "invalid_value",
+     "readings.logons.phases.scripts"),
+    ("negative logon seconds", logons(duration_sum_seconds=-1), {}, 400, "out_of_range",
+     "readings.logons.duration_sum_seconds"),
     ("100000 sessions", with_changes("readings.sessions.list", [
         {"id": str(i), "state": "active", "protocol": "ica"} for i in range(100_000)]), {}, 413,
      "body_too_large", ""),
