@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 PROFILES = {
-    "full": "the Windows VDA fixture: host resources, sessions, capacity (101 series a host)",
+    "full": "the Windows VDA fixture: host resources, sessions, applications, capacity (113 series a host)",
     "lean": "host resources and capacity without the sessions section (63 series a host)",
 }
 

@@ -21,11 +21,11 @@ def test_collector_benchmark_smoke(tmp_path) -> None:
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert rows[0]["hosts"] == 200 and rows[0]["series"] == 200 * 101
+    assert rows[0]["hosts"] == 200 and rows[0]["series"] == 200 * 113
     for key in ("vdiwatch_scrape_s", "vdiwatch_scrape_gzip_s", "generate_latest_s", "pushgateway_scrape_s",
                 "pushgateway_push_s", "ingest_reports_per_s", "memory_per_host_bytes"):
         assert rows[0][key] > 0, key
-    assert "| 200 | 20,200 |" in r.stdout
+    assert "| 200 | 22,600 |" in r.stdout
     assert len(rows[1]["churn_rss_mib"]) == 2
 
 
