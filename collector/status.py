@@ -75,6 +75,18 @@ class Activity:
         return dict(sorted(out.items()))
 
 
+def logon_summary(r: Any) -> Optional[Dict[str, Any]]:
+    """A host's `readings.logons` in a few numbers: logons and failures since its agent started, their
+    average and each phase's average (None for a phase no logon had); None without the section."""
+    if r is None:
+        return None
+    phases = {p: (round(s / n, 1) if n else None)
+              for (p, s), (_, n) in zip(r.phase_sum_seconds, r.phase_count)}
+    return {"count": r.duration_count,
+            "average_seconds": round(r.duration_sum_seconds / r.duration_count, 1) if r.duration_count else None,
+            "phase_average_seconds": phases, "failures": sum(n for _, n in r.failures)}
+
+
 def summary(store: HostStore, entry: HostEntry, now: float) -> Dict[str, Any]:
     """One host as the status page and /api/v1/hosts show it; `now` on the store's monotonic clock."""
     r = entry.report
@@ -110,6 +122,7 @@ def summary(store: HostStore, entry: HostEntry, now: float) -> Dict[str, Any]:
         "agent_version": r.agent.version,
         "os": r.agent.os,
         "clock_skew_seconds": round(r.timestamp_seconds - entry.received_at, 3),
+        "logons": logon_summary(r.logons),
         "last_rejection": None if rejection is None else {
             "timestamp_seconds": rejection[0], "reason": rejection[1], "message": rejection[2]},
     }
@@ -282,7 +295,8 @@ def render_host(row: Dict[str, Any], raw: bytes, history: List[Tuple[float, str]
         ("agent", f'{row["agent_version"]} on {row["os"]}'), ("clock skew", f'{row["clock_skew_seconds"]:+.1f} s'),
         ("sessions", ", ".join(f"{k} {v}" for k, v in row["sessions"].items())),
         ("max sessions", row["max_sessions"]), ("accepting sessions", row["accepting_sessions"]),
-        ("CPU", _pct(row["cpu_used_ratio"])), ("memory", _pct(row["memory_used_ratio"]))))
+        ("CPU", _pct(row["cpu_used_ratio"])), ("memory", _pct(row["memory_used_ratio"])),
+        ("logons", _logons(row["logons"]))))
     rejected = "none" if rejection is None else (
         f'{_e(rejection["reason"])} {_e(_age(now - rejection["timestamp_seconds"]))}: {_e(rejection["message"])}')
     body = (f'<p><a href="/">&larr; all hosts</a></p><h1>{_e(row["host"])}</h1>'
@@ -291,6 +305,17 @@ def render_host(row: Dict[str, Any], raw: bytes, history: List[Tuple[float, str]
             f"<tbody>{changes}</tbody></table>"
             f"<h2>Last report</h2><pre>{_e(pretty)}</pre>")
     return _page(f"{row['host']} - vdiwatch", body, None)
+
+
+def _logons(logons: Optional[Dict[str, Any]]) -> str:
+    """'12 since the agent started, 14.2 s on average (profile 5.1 s, group_policy 3.0 s, ...); 1 failed'."""
+    if logons is None:
+        return "not reported"
+    if not logons["count"]:
+        return f'none measured since the agent started; {logons["failures"]} failed'
+    phases = ", ".join(f"{p} {v:g} s" for p, v in logons["phase_average_seconds"].items() if v is not None)
+    return (f'{logons["count"]} since the agent started, {logons["average_seconds"]:g} s on average'
+            f' ({phases}); {logons["failures"]} failed')
 
 
 def render_not_found(host: str) -> bytes:
