@@ -6,14 +6,16 @@ from __future__ import annotations
 import gc
 import gzip
 import json
+import logging
 import tracemalloc
+from typing import Optional
 
 from collector.answers import Request
 from collector.auth import PushAuth, TokenScope, hash_token
 from collector.selfmetrics import SelfMetrics
 from collector.server import Api
 from collector.store import HostStore
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, FakeClock
 
 CITY_HALL = "vdw_city-hall-vda"
 HARBOR = "vdw_harbor-everything"
@@ -22,27 +24,23 @@ SCOPES = (
     TokenScope(hash_token(HARBOR), "Harbor", hosts="*", name="harbor"),
 )
 GOOD = json.loads((FIXTURES / "reports" / "vda-win-01.json").read_text())  # City Hall, vda-win-01
+NOW = 1_796_083_200.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_796_083_200.0
 
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_api(clock: Clock, **kw) -> Api:
-    store = HostStore(clock=clock, monotonic=clock)
+def make_api(clock: FakeClock, **store_kw) -> Api:
+    store = HostStore(clock=clock, monotonic=clock, **store_kw)
     return Api(store, SelfMetrics(store, process_metrics=False), clock=clock, push_auth=PushAuth(SCOPES),
-               min_report_interval=1.0, **kw)
+               min_report_interval=1.0)
 
 
-def push(api: Api, token: str, **changes):
-    doc = dict(GOOD, **changes)
-    return api.handle(Request("POST", "/api/v1/reports", {"content-type": "application/json",
-                                                          "authorization": f"Bearer {token}"},
-                              json.dumps(doc).encode()))
+def push(api: Api, token: str, doc: Optional[dict] = None, gz: bool = False, **changes):
+    body = json.dumps(dict(GOOD if doc is None else doc, **changes)).encode()
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+    if gz:
+        body = gzip.compress(body)
+        headers["content-encoding"] = "gzip"
+    return api.handle(Request("POST", "/api/v1/reports", headers, body))
 
 
 def host_api(api: Api, host: str = "vda-win-01") -> dict:
@@ -56,7 +54,7 @@ def series(api: Api) -> str:
 
 
 def test_another_sites_token_cannot_take_over_stop_or_annotate_a_host() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     api = make_api(clock)
     assert push(api, CITY_HALL).status == 200
     before = series(api)
@@ -77,7 +75,7 @@ def test_another_sites_token_cannot_take_over_stop_or_annotate_a_host() -> None:
 
 
 def test_owners_own_refusals_are_still_filed_for_it() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     api = make_api(clock)
     assert push(api, CITY_HALL).status == 200
     clock.now += 5
@@ -86,7 +84,7 @@ def test_owners_own_refusals_are_still_filed_for_it() -> None:
 
 
 def test_unauthenticated_refusal_is_filed_on_no_host() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     api = make_api(clock)
     assert push(api, CITY_HALL).status == 200
     assert push(api, "vdw_guessed").status == 401
@@ -96,7 +94,7 @@ def test_unauthenticated_refusal_is_filed_on_no_host() -> None:
 
 
 def test_refusal_is_not_filed_under_a_cut_down_host_name() -> None:
-    api = make_api(Clock())
+    api = make_api(FakeClock(NOW))
     long_name = "vda-" + "x" * 300
     assert push(api, CITY_HALL, host=long_name).status == 400
     assert api.store.last_rejection(long_name[:64]) is None
@@ -104,7 +102,7 @@ def test_refusal_is_not_filed_under_a_cut_down_host_name() -> None:
 
 
 def test_owning_site_releases_a_host_so_it_can_move() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     api = make_api(clock)
     assert push(api, CITY_HALL).status == 200
     release = Request("DELETE", "/api/v1/hosts/vda-win-01", {"authorization": f"Bearer {HARBOR}"})
@@ -122,7 +120,7 @@ def test_owning_site_releases_a_host_so_it_can_move() -> None:
 
 
 def test_unknown_keys_are_neither_kept_nor_served() -> None:
-    api = make_api(Clock())
+    api = make_api(FakeClock(NOW))
     padded = dict(GOOD, padding="x" * 200_000)
     padded["readings"] = dict(GOOD["readings"], extra={"more": ["y" * 100_000]})
     response = api.handle(Request("POST", "/api/v1/reports", {"content-type": "application/json",
@@ -139,7 +137,7 @@ def test_unknown_keys_are_neither_kept_nor_served() -> None:
 
 def _retained_after_push(body: bytes) -> int:
     """Bytes still allocated once a report for a new host has been stored."""
-    api = make_api(Clock())
+    api = make_api(FakeClock(NOW))
     headers = {"content-type": "application/json", "authorization": f"Bearer {CITY_HALL}",
                "content-encoding": "gzip"}
     warmup = gzip.compress(json.dumps(dict(GOOD, host="vda-warmup")).encode())
@@ -174,7 +172,7 @@ def _refusal(api: Api, doc: dict) -> dict:
 
 
 def test_answer_to_a_report_built_to_fail_everywhere_stays_small() -> None:
-    api = make_api(Clock())
+    api = make_api(FakeClock(NOW))
     doc = json.loads(json.dumps(GOOD))
     doc["readings"]["sessions"]["counts"] = {f"state-{i}-" + "k" * 200: {} for i in range(30_000)}
     answer = _refusal(api, doc)
@@ -189,7 +187,7 @@ def test_answer_to_a_report_built_to_fail_everywhere_stays_small() -> None:
 
 
 def test_lone_surrogates_and_control_characters_get_a_400_not_a_500() -> None:
-    api = make_api(Clock())
+    api = make_api(FakeClock(NOW))
     body = json.dumps(dict(GOOD, readings={"sessions": {"counts": {"\ud800\n": {}}}})).encode()
     response = api.handle(Request("POST", "/api/v1/reports", {"content-type": "application/json",
                                                                "authorization": f"Bearer {CITY_HALL}"}, body))
@@ -205,7 +203,7 @@ def test_lone_surrogates_and_control_characters_get_a_400_not_a_500() -> None:
 
 
 def test_host_names_differing_in_case_or_a_trailing_dot_are_one_host() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     api = make_api(clock)
     assert push(api, CITY_HALL, host="VDA-WIN-01.").status == 200
     clock.now += 5
@@ -216,7 +214,7 @@ def test_host_names_differing_in_case_or_a_trailing_dot_are_one_host() -> None:
 
 
 def test_refusals_under_ever_new_host_names_cannot_flood_the_log(caplog) -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     api = make_api(clock)
     with caplog.at_level("WARNING", logger="collector.server"):
         for i in range(500):
@@ -230,3 +228,69 @@ def test_refusals_under_ever_new_host_names_cannot_flood_the_log(caplog) -> None
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0].startswith("480 more refused report(s) in the last minute were not logged")
     assert "vda-next" in messages[1]
+
+
+# -- 1. ownership outlives expiry until the 60 s sweep (or a scrape) -------------------------
+
+def test_expired_host_is_not_owned_any_more() -> None:
+    clock = FakeClock(NOW)
+    api = make_api(clock, expire_after=100)
+    assert push(api, CITY_HALL).status == 200
+    clock.now += 101  # past expire_after; no /metrics scrape and no 60 s sweep yet
+    gone = api.handle(Request("GET", "/api/v1/hosts/vda-win-01"))
+    assert gone.status == 404  # the hosts API already says the collector holds no report from it
+    moved = push(api, HARBOR, site="Harbor")
+    assert moved.status == 200, moved.payload()  # docs: "ownership ... ends when the host expires"
+
+
+# -- 2. last_rejection of the old owner survives a release and shows on the new owner's host --
+
+def test_released_host_does_not_carry_the_old_sites_rejection() -> None:
+    clock = FakeClock(NOW)
+    api = make_api(clock)
+    assert push(api, CITY_HALL).status == 200
+    clock.now += 5
+    assert push(api, CITY_HALL, timestamp_seconds="city hall secret detail").status == 400
+    assert host_api(api)["host"]["last_rejection"]["reason"] == "wrong_type"
+    release = Request("DELETE", "/api/v1/hosts/vda-win-01", {"authorization": f"Bearer {CITY_HALL}"})
+    assert api.handle(release).status == 200
+    clock.now += 5
+    assert push(api, HARBOR, site="Harbor").status == 200
+    assert api.handle(Request("GET", "/api/v1/hosts/vda-win-01")).status == 200
+    answer = host_api(api)
+    assert answer["host"]["site"] == "Harbor"
+    assert answer["host"]["last_rejection"] is None, answer["host"]["last_rejection"]
+
+
+# -- 3. integer range messages echo up to 4,300 digits: a tiny gzip body, a huge answer --------
+
+def test_out_of_range_integers_do_not_blow_up_the_answer() -> None:
+    clock = FakeClock(NOW)
+    api = make_api(clock)
+    huge = int("9" * 4000)
+    doc = json.loads(json.dumps(GOOD))
+    sessions = doc["readings"]["sessions"]
+    sessions["counts"] = {s: {p: huge for p in ("ica", "rdp", "console", "ssh", "other")}
+                          for s in ("active", "idle", "disconnected", "connecting", "other")}
+    sessions["users"] = sessions["total"] = huge
+    body = gzip.compress(json.dumps(doc).encode())
+    assert len(body) < 2_000  # what the attacker sends
+    response = push(api, CITY_HALL, doc, gz=True)
+    assert response.status == 400
+    rejection = api.store.last_rejection("vda-win-01")
+    assert len(rejection[2]) < 300, len(rejection[2])  # kept per host, up to 10,000 hosts
+    assert len(response.payload()) < 32_768, len(response.payload())  # "an answer of a few kilobytes"
+
+
+# -- 6. header values are echoed whole into the answer (twice) and the log ---------------------
+
+def test_bad_content_encoding_is_not_echoed_whole(caplog) -> None:
+    api = make_api(FakeClock(NOW))
+    headers = {"content-type": "application/json", "authorization": f"Bearer {CITY_HALL}",
+               "content-encoding": "x" * 15_000}  # fits the transport's 16 KiB head
+    with caplog.at_level(logging.WARNING):
+        response = api.handle(Request("POST", "/api/v1/reports", headers, json.dumps(GOOD).encode()))
+    assert response.status == 415
+    longest_log_line = max((len(r.getMessage()) for r in caplog.records), default=0)
+    assert longest_log_line < 2_000, longest_log_line
+    assert len(response.payload()) < 2_000, len(response.payload())

@@ -8,15 +8,10 @@ from collector.exposition import family_parts
 from collector.renderer import Renderer
 from collector.store import HostStore
 from contract.report import parse_report
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, FakeClock
 
+NOW = 1_796_083_200.0
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_796_083_200.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def report(**changes):
@@ -30,7 +25,7 @@ def text(renderer: Renderer) -> str:
 
 
 def test_entries_the_renderer_was_not_told_of_are_rendered_at_the_scrape() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     store = HostStore(clock=clock, monotonic=clock)
     store.restore([(clock.now - 5, report())])
     store.put(report(host="vda-win-02"))  # nobody calls stored(): the scrape still shows it
@@ -40,7 +35,7 @@ def test_entries_the_renderer_was_not_told_of_are_rendered_at_the_scrape() -> No
 
 
 def test_a_late_render_of_an_older_entry_does_not_replace_the_newer() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     store = HostStore(clock=clock, monotonic=clock)
     renderer = Renderer(store)
     old = store.put(report(delivery_group="Old Group"))
@@ -52,7 +47,7 @@ def test_a_late_render_of_an_older_entry_does_not_replace_the_newer() -> None:
 
 
 def test_hosts_that_expire_or_are_released_leave_the_exposition() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     store = HostStore(clock=clock, monotonic=clock, expire_after=100)
     renderer = Renderer(store)
     renderer.stored(store.put(report()))
@@ -66,10 +61,27 @@ def test_hosts_that_expire_or_are_released_leave_the_exposition() -> None:
 
 
 def test_live_families_follow_the_clock_not_the_render() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     store = HostStore(clock=clock, monotonic=clock)
     renderer = Renderer(store)
     renderer.stored(store.put(report()))
     assert 'vdi_agent_up{host="vda-win-01",site="City Hall",delivery_group="Office Desktops"} 1' in text(renderer)
     clock.now += 46
     assert 'vdi_agent_up{host="vda-win-01",site="City Hall",delivery_group="Office Desktops"} 0' in text(renderer)
+
+
+def test_store_and_renderer_agree_whatever_the_clock_says() -> None:
+    """The renderer follows the order the store took entries in, not their clock readings: two ingest
+    threads may read the clock in one order and take the store's lock in the other."""
+    clock = FakeClock(NOW)
+    store = HostStore(clock=clock, monotonic=clock)
+    renderer = Renderer(store)
+    first = store.put(report(delivery_group="Group A"))
+    clock.now -= 5  # the second report's time was read before the first's
+    second = store.put(report(delivery_group="Group B"))
+    assert second.seen < first.seen
+    renderer.stored(first)
+    renderer.stored(second)
+    exposition = b"".join(family_parts(renderer.columns())).decode()
+    assert store.get("vda-win-01").report.delivery_group == "Group B"
+    assert 'delivery_group="Group B"' in exposition and "Group A" not in exposition

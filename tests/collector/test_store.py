@@ -6,7 +6,7 @@ import pytest
 
 from collector.store import HostOwned, HostStore, StoreFull, TooFrequent
 from contract.report import parse_report
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, FakeClock
 
 
 def report(name: str = "vda-win-01.json", **changes):
@@ -15,16 +15,9 @@ def report(name: str = "vda-win-01.json", **changes):
     return parse_report(doc)
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_host_goes_stale_after_missing_three_intervals() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = HostStore(clock=clock, monotonic=clock)
     entry = store.put(report())  # interval 15 s
     clock.now += 45
@@ -35,7 +28,7 @@ def test_host_goes_stale_after_missing_three_intervals() -> None:
 
 
 def test_goodbye_means_stopped_not_down_and_shorter_expiry() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = HostStore(clock=clock, monotonic=clock, expire_after=86400, stopped_expire_after=3600)
     store.put(report("vda-win-02-goodbye.json"))
     store.put(report(host="other-host"))
@@ -48,7 +41,7 @@ def test_goodbye_means_stopped_not_down_and_shorter_expiry() -> None:
 
 
 def test_maintenance_state_survives_silence() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = HostStore(clock=clock, monotonic=clock)
     entry = store.put(report("rdsh-03-maintenance.json"))
     clock.now += 600
@@ -67,7 +60,7 @@ def test_new_host_past_cap_refused_known_host_accepted() -> None:
 
 
 def test_restore_keeps_newer_entry() -> None:
-    clock = Clock(3000.0)
+    clock = FakeClock(3000.0)
     store = HostStore(clock=clock, monotonic=clock)
     store.put(report(), received_at=2000.0)
     assert store.restore([(1000.0, report(delivery_group="older"))]) == 0
@@ -81,7 +74,7 @@ def test_stopped_host_exports_no_agent_up() -> None:
 
 
 def test_history_records_stale_gap_and_goodbye() -> None:
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     store = HostStore(clock=clock, monotonic=clock)
     for at, goodbye in ((1000.0, False), (1010.0, False), (1200.0, False), (1230.0, True)):
         clock.now = at  # interval 15: stale 45 s after 1010
@@ -91,7 +84,7 @@ def test_history_records_stale_gap_and_goodbye() -> None:
 
 
 def test_history_shows_current_staleness() -> None:
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     store = HostStore(clock=clock, monotonic=clock)
     store.put(report())
     clock.now = 2000.0
@@ -132,7 +125,7 @@ def test_another_site_cannot_replace_a_host_and_nothing_changes() -> None:
 
 
 def test_released_or_expired_host_may_move_to_another_site() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = HostStore(clock=clock, monotonic=clock, expire_after=100)
     store.put(report())
     assert store.owner("vda-win-01") == report().site
@@ -159,7 +152,7 @@ def test_rejection_is_never_filed_on_another_sites_host() -> None:
 # -- rate limits on the monotonic clock ----------------------------------------
 
 def test_min_interval_refuses_and_changes_nothing() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = HostStore(clock=clock, monotonic=clock)
     first = store.put(report(), min_interval=5.0)
     clock.now += 1
@@ -172,7 +165,7 @@ def test_min_interval_refuses_and_changes_nothing() -> None:
 
 
 def test_alternating_goodbyes_get_one_exemption_per_interval() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = HostStore(clock=clock, monotonic=clock)
     accepted = 0
     for i in range(200):  # 200 reports within 0.5 s, goodbye and hello in turn
@@ -186,7 +179,7 @@ def test_alternating_goodbyes_get_one_exemption_per_interval() -> None:
 
 
 def test_goodbye_right_after_a_report_and_restart_after_a_stop_get_through() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = HostStore(clock=clock, monotonic=clock)
     store.put(report(), min_interval=15.0)
     clock.now += 2
@@ -198,7 +191,7 @@ def test_goodbye_right_after_a_report_and_restart_after_a_stop_get_through() -> 
 
 
 def test_wall_clock_step_changes_neither_liveness_nor_rate_limit() -> None:
-    wall, mono = Clock(10_000.0), Clock(50.0)
+    wall, mono = FakeClock(10_000.0), FakeClock(50.0)
     store = HostStore(clock=wall, monotonic=mono)
     store.put(report(), min_interval=5.0)
     wall.now -= 3600  # the wall clock goes back an hour
@@ -213,7 +206,7 @@ def test_wall_clock_step_changes_neither_liveness_nor_rate_limit() -> None:
 
 
 def test_restored_times_ahead_of_the_clock_are_clamped() -> None:
-    wall, mono = Clock(10_000.0), Clock(50.0)
+    wall, mono = FakeClock(10_000.0), FakeClock(50.0)
     store = HostStore(clock=wall, monotonic=mono)
     assert store.restore([(10_000.0 + 3600, report())]) == 1  # written with the clock an hour ahead
     entry = store.get("vda-win-01")
@@ -224,7 +217,7 @@ def test_restored_times_ahead_of_the_clock_are_clamped() -> None:
 
 
 def test_restored_entry_keeps_its_age() -> None:
-    wall, mono = Clock(10_000.0), Clock(50.0)
+    wall, mono = FakeClock(10_000.0), FakeClock(50.0)
     store = HostStore(clock=wall, monotonic=mono)
     store.restore([(10_000.0 - 40, report())])
     entry = store.get("vda-win-01")
