@@ -24,6 +24,7 @@ from collector.auth import Access, AuthError, TokenScope
 from collector.renderer import Renderer
 from collector.selfmetrics import SelfMetrics
 from collector.store import HostOwned, HostStore, StoreFull, TooFrequent
+from contract.configfile import shown
 from contract.rejections import (
     REASON_BAD_CONTENT_TYPE,
     REASON_BAD_ENCODING,
@@ -152,7 +153,7 @@ class Ingest:
         ctype = request.header("content-type").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             raise Rejected(415, REASON_BAD_CONTENT_TYPE,
-                           f"Content-Type must be application/json, got {_shown_header(ctype) or 'none'!r}")
+                           f"Content-Type must be application/json, got {shown(ctype or 'none')}")
         if len(request.body) > self.edge.max_body_bytes:
             raise self.body_too_large()
         encoding = request.header("content-encoding", "identity").strip().lower()
@@ -160,7 +161,7 @@ class Ingest:
             return request.body
         if encoding != "gzip":
             raise Rejected(415, REASON_BAD_ENCODING,
-                           f"Content-Encoding must be gzip or identity, got {_shown_header(encoding)!r}")
+                           f"Content-Encoding must be gzip or identity, got {shown(encoding)}")
         return self._gunzip(request.body)
 
     def body_too_large(self) -> Rejected:
@@ -254,8 +255,3 @@ def _depth_exceeds(doc: Any, limit: int) -> bool:
                     below.append(child)
         level = below
     return False
-
-
-def _shown_header(value: str, limit: int = 40) -> str:
-    """A header value as an answer or a log line may echo it: the first `limit` characters."""
-    return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
