@@ -665,12 +665,12 @@ def host() -> Dict[str, Any]:
           (8, timeseries(
               "Failed logons and dropped sessions", "Failed logons by reason (Security 4625) and disconnects "
               "by reason (event 40) per interval (bars, at least 5 minutes each).",
-              [target(f"sum by (reason) ({increase('vdi_logon_failures_total', HOST, '$__interval', 'reason')}) > 0",
+              [target(f"sum by (reason) ({increase('vdi_logon_failures_total', HOST, '$__interval', 'reason')})",
                       "failed: {{reason}}"),
                target(f"sum by (reason) "
-                      f"({increase('vdi_session_disconnect_reasons_total', HOST, '$__interval', 'reason')}) > 0",
+                      f"({increase('vdi_session_disconnect_reasons_total', HOST, '$__interval', 'reason')})",
                       "disconnect: {{reason}}")],
-              bars=True, decimals=0, interval="5m", no_value="none")))
+              bars=True, decimals=0, interval="5m")))
 
     g.section("User experience")
     g.add(8,
