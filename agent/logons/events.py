@@ -18,7 +18,8 @@ import calendar
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Dict, Optional
+from datetime import datetime, timezone
+from typing import Dict, Optional, Sequence
 
 LSM_CHANNEL = "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"
 PROFILE_CHANNEL = "Microsoft-Windows-User Profile Service/Operational"
@@ -58,6 +59,8 @@ class Event:
     status: Optional[int] = None  # Security 4625 Status
     sub_status: Optional[int] = None  # Security 4625 SubStatus
     reason_code: Optional[int] = None  # LSM 40 Reason
+    account_domain: Optional[str] = None  # Security 4624 TargetDomainName ("Window Manager" for DWM-n); not exported
+    account_sid: Optional[str] = None  # Security 4624 TargetUserSid ("S-1-5-90-0-3"), likewise
 
 
 def parse_time(text: str) -> Optional[float]:
@@ -67,7 +70,7 @@ def parse_time(text: str) -> Optional[float]:
         return None
     y, mo, d, h, mi, s, frac = m.groups()
     whole = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
-    return whole + (float("0." + frac[:6]) if frac else 0.0)
+    return round(whole + (float("0." + frac[:6]) if frac else 0.0), 6)
 
 
 def _local(tag: str) -> str:
@@ -85,7 +88,8 @@ def _int(text: Optional[str]) -> Optional[int]:
         return None
 
 
-_WANTED = frozenset({"SessionID", "Session", "User", "PrincipalSamName", "LogonType", "Status", "SubStatus", "Reason"})
+_WANTED = frozenset({"SessionID", "Session", "User", "PrincipalSamName", "LogonType", "Status", "SubStatus", "Reason",
+                     "TargetDomainName", "TargetUserSid"})
 
 
 def _fields(root: ET.Element) -> Dict[str, str]:
@@ -143,4 +147,88 @@ def parse_event(xml: str) -> Optional[Event]:
         status=_int(f.get("Status")),
         sub_status=_int(f.get("SubStatus")),
         reason_code=_int(f.get("Reason")),
+        account_domain=f.get("TargetDomainName") or None,
+        account_sid=f.get("TargetUserSid") or None,
+    )
+
+
+# What `EvtRender(event, EvtRenderEventValues, context)` returns for a render context created with these
+# value paths (EvtCreateRenderContext with EvtRenderContextValues: Microsoft, "Rendering Events"): one value
+# a path, in this order, None where the event has no such node. Only these are rendered, no XML is built.
+VALUE_PATHS = (
+    "Event/System/Channel",
+    "Event/System/EventID",
+    "Event/System/EventRecordID",
+    "Event/System/TimeCreated/@SystemTime",
+    "Event/System/Correlation/@ActivityID",
+    "Event/UserData/EventXML/SessionID",  # LocalSessionManager 21-25
+    "Event/UserData/EventXML/Session",  # LocalSessionManager 40
+    "Event/UserData/EventXML/User",
+    "Event/UserData/EventXML/Reason",
+    "Event/EventData/Data[@Name='Session']",  # User Profile Service 1, 2
+    "Event/EventData/Data[@Name='PrincipalSamName']",  # GroupPolicy 4001
+    "Event/EventData/Data[@Name='LogonType']",  # Security 4624, 4625
+    "Event/EventData/Data[@Name='Status']",
+    "Event/EventData/Data[@Name='SubStatus']",
+    "Event/EventData/Data[@Name='TargetDomainName']",
+    "Event/EventData/Data[@Name='TargetUserSid']",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _value_text(value: object) -> Optional[str]:
+    """A rendered value as text: pywin32 gives str, int, a GUID object ("{...}") or a PySID ("PySID:S-1-...")."""
+    if value is None:
+        return None
+    text = str(value)
+    return text[6:] if text.startswith("PySID:") else text
+
+
+def _value_int(value: object) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return _int(_value_text(value))  # HexInt32 arrives as '0xc000006d' (pywin32 renders it in base 16)
+
+
+def _value_time(value: object) -> Optional[float]:
+    """FileTime arrives as a datetime (pywin32's, in UTC); a naive one is taken as UTC."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return (aware - _EPOCH).total_seconds()
+    if isinstance(value, str):
+        return parse_time(value)
+    return None
+
+
+def event_from_values(values: Sequence[object]) -> Optional[Event]:
+    """One event's values, rendered with VALUE_PATHS (each a value or pywin32's (value, type) pair), -> Event;
+    None for an event this module does not use or cannot read. The same record `parse_event` makes of its XML."""
+    if len(values) != len(VALUE_PATHS):
+        return None
+    v = [x[0] if isinstance(x, tuple) else x for x in values]
+    channel, event_id = (_value_text(v[0]) or "").strip(), _value_int(v[1])
+    kind = KINDS.get((channel, event_id))
+    if kind is None:
+        return None
+    when, record_id = _value_time(v[3]), _value_int(v[2])
+    if when is None or record_id is None:
+        return None
+    activity = _value_text(v[4])
+    session = next((x for x in (v[5], v[6], v[9]) if x is not None), None)
+    user = _value_text(v[7]) or _value_text(v[10])
+    return Event(
+        kind=kind,
+        record_id=record_id,
+        time_seconds=round(when, 6),
+        session_id=_value_int(session),
+        user=user.strip() if user and user.strip() else None,
+        activity_id=activity.strip().strip("{}").upper() if activity else None,
+        logon_type=_value_int(v[11]),
+        status=_value_int(v[12]),
+        sub_status=_value_int(v[13]),
+        reason_code=_value_int(v[8]),
+        account_domain=(_value_text(v[14]) or "").strip() or None,
+        account_sid=(_value_text(v[15]) or "").strip() or None,
     )
