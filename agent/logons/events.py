@@ -173,62 +173,71 @@ VALUE_PATHS = (
     "Event/EventData/Data[@Name='TargetDomainName']",
     "Event/EventData/Data[@Name='TargetUserSid']",
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _value_text(value: object) -> Optional[str]:
     """A rendered value as text: pywin32 gives str, int, a GUID object ("{...}") or a PySID ("PySID:S-1-...")."""
     if value is None:
         return None
-    text = str(value)
+    text = value if type(value) is str else str(value)
     return text[6:] if text.startswith("PySID:") else text
 
 
 def _value_int(value: object) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if type(value) is int:
         return value
+    if value is None or isinstance(value, bool):
+        return None
     return _int(_value_text(value))  # HexInt32 arrives as '0xc000006d' (pywin32 renders it in base 16)
 
 
 def _value_time(value: object) -> Optional[float]:
     """FileTime arrives as a datetime (pywin32's, in UTC); a naive one is taken as UTC."""
     if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-        return (aware - _EPOCH).total_seconds()
+        return round((value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).timestamp(), 6)
     if isinstance(value, str):
         return parse_time(value)
     return None
 
 
+def _strip(text: Optional[str]) -> Optional[str]:
+    text = text.strip() if text else None
+    return text or None
+
+
+# The values each kind of event carries (indexes into VALUE_PATHS); the others are not converted.
+_SESSION_KINDS = frozenset({"session_logon", "shell_start", "session_logoff", "session_disconnect",
+                            "session_reconnect"})
+
+
 def event_from_values(values: Sequence[object]) -> Optional[Event]:
-    """One event's values, rendered with VALUE_PATHS (each a value or pywin32's (value, type) pair), -> Event;
-    None for an event this module does not use or cannot read. The same record `parse_event` makes of its XML."""
-    if len(values) != len(VALUE_PATHS):
+    """One event's values, rendered with VALUE_PATHS (pywin32's (value, type) pairs, or bare values), -> Event;
+    None for an event this module does not use or cannot read. The same record `parse_event` makes of its XML.
+    Only the values the event's kind uses are converted: this runs for every event read."""
+    if len(values) != _N_VALUES:
         return None
-    v = [x[0] if isinstance(x, tuple) else x for x in values]
-    channel, event_id = (_value_text(v[0]) or "").strip(), _value_int(v[1])
-    kind = KINDS.get((channel, event_id))
+    v = values if type(values[0]) is not tuple else [x[0] for x in values]
+    channel = v[0]
+    kind = KINDS.get(((channel if type(channel) is str else _value_text(channel) or "").strip(), _value_int(v[1])))
     if kind is None:
         return None
     when, record_id = _value_time(v[3]), _value_int(v[2])
     if when is None or record_id is None:
         return None
-    activity = _value_text(v[4])
-    session = next((x for x in (v[5], v[6], v[9]) if x is not None), None)
-    user = _value_text(v[7]) or _value_text(v[10])
-    return Event(
-        kind=kind,
-        record_id=record_id,
-        time_seconds=round(when, 6),
-        session_id=_value_int(session),
-        user=user.strip() if user and user.strip() else None,
-        activity_id=activity.strip().strip("{}").upper() if activity else None,
-        logon_type=_value_int(v[11]),
-        status=_value_int(v[12]),
-        sub_status=_value_int(v[13]),
-        reason_code=_value_int(v[8]),
-        account_domain=(_value_text(v[14]) or "").strip() or None,
-        account_sid=(_value_text(v[15]) or "").strip() or None,
-    )
+    if kind in _SESSION_KINDS:
+        return Event(kind, record_id, when, session_id=_value_int(v[5]), user=_strip(_value_text(v[7])))
+    if kind == "disconnect_reason":
+        return Event(kind, record_id, when, session_id=_value_int(v[6]), reason_code=_value_int(v[8]))
+    if kind in ("profile_start", "profile_end"):
+        return Event(kind, record_id, when, session_id=_value_int(v[9]))
+    if kind in ("group_policy_start", "group_policy_end"):
+        activity = _value_text(v[4])
+        return Event(kind, record_id, when, user=_strip(_value_text(v[10])),
+                     activity_id=activity.strip().strip("{}").upper() if activity else None)
+    failure = kind == "logon_failure"  # the rest is Security's 4624 and 4625
+    return Event(kind, record_id, when, logon_type=_value_int(v[11]),
+                 status=_value_int(v[12]) if failure else None, sub_status=_value_int(v[13]) if failure else None,
+                 account_domain=_strip(_value_text(v[14])), account_sid=_strip(_value_text(v[15])))
+
+
+_N_VALUES = len(VALUE_PATHS)
