@@ -103,9 +103,10 @@ def pairs(section: str, attr: str) -> Read:
     """A sample per (label value, value) pair of `report.<section>.<attr>` (cpu seconds by mode)."""
     def read(report: Report, _received_at: float) -> Iterable[Sample]:
         part = getattr(report, section)
-        if part is None:
+        values = None if part is None else getattr(part, attr)
+        if values is None:  # the section, or this optional field of it, was not sent
             return ()
-        return [((key,), value) for key, value in getattr(part, attr)]
+        return [((key,), value) for key, value in values]
     return read
 
 
@@ -305,6 +306,10 @@ FAMILIES: Tuple[Family, ...] = (
            pairs("logons", "failures"), ("reason",)),
     Family("vdi_logon_events_skipped_total", COUNTER, "Logon events passed over by the agent's per-interval cap.",
            field("logons", "events_skipped")),
+    Family("vdi_logon_successes_total", COUNTER, "Interactive logons that succeeded (Security 4624, logon types 2, 10 "
+           "and 11, not Windows' own DWM-n and UMFD-n accounts).", field("logons", "successes")),
+    Family("vdi_session_disconnect_reasons_total", COUNTER, "Session disconnects by reason (LocalSessionManager event "
+           "40); a logoff is not a disconnect.", pairs("logons", "disconnect_reasons"), ("reason",)),
 )
 
 
