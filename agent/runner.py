@@ -171,6 +171,10 @@ class Agent:
         self.info = agent_info(interval=self.interval, start_time=self.started, os=os,
                                os_release=os_release(os) if release is None else release)
         self.skipped_ticks = 0
+        # A collection and its push hold `_busy`; while `_asleep` is set (the host announced it is going to
+        # sleep, see `suspend`) the schedule runs on but nothing is collected or pushed.
+        self._busy = threading.Lock()
+        self._asleep = threading.Event()
 
     def report(self, goodbye: bool = False) -> Report:
         """Run every collector once and build the report."""
@@ -188,15 +192,17 @@ class Agent:
         while not self.stop.is_set():
             tick = self.monotonic()
             planned = next_tick(start, self.interval, tick)
-            report = self.report()
-            # The push may retry until the next collection; after a slow collection that is
-            # the next tick still ahead, not one already missed.
-            deadline = next_tick(start, self.interval, self.monotonic())
-            # The push returns before that deadline whatever the collector does, and at once
-            # when a stop request ends `wait` (the goodbye follows, with its own deadline).
-            self.pusher.push(report_to_doc(report), deadline, sleep=self.wait)
+            with self._busy:
+                if not self._asleep.is_set():
+                    report = self.report()
+                    # The push may retry until the next collection; after a slow collection that is
+                    # the next tick still ahead, not one already missed.
+                    deadline = next_tick(start, self.interval, self.monotonic())
+                    # The push returns before that deadline whatever the collector does, and at once
+                    # when a stop request ends `wait` (the goodbye follows, with its own deadline).
+                    self.pusher.push(report_to_doc(report), deadline, sleep=self.wait)
             wake = next_tick(start, self.interval, self.monotonic())
-            if wake > planned:
+            if wake > planned and not self._asleep.is_set():
                 missed = round((wake - planned) / self.interval)
                 if self.skipped_ticks == 0:
                     log.warning("collecting and pushing took %.1f s, longer than the interval of %g s; "
@@ -206,6 +212,32 @@ class Agent:
             if self.wait(max(0.0, wake - self.monotonic())):
                 break
         self.goodbye()
+
+    def suspend(self, timeout: float) -> Optional[PushResult]:
+        """The host is about to sleep or hibernate: say goodbye within `timeout` seconds, then report
+        nothing until `resume`, so that the collector shows a clean stop rather than a dead agent.
+
+        Called from another thread (the service's control handler, which Windows gives about two
+        seconds). None when a collection or push in flight did not end in time: the host then goes
+        stale as it would have without the notice."""
+        end = self.monotonic() + timeout
+        self._asleep.set()
+        if not self._busy.acquire(timeout=max(0.0, timeout / 2)):
+            log.warning("going to sleep: a push in flight did not end in time, no goodbye sent")
+            return None
+        try:
+            result = self.pusher.push(report_to_doc(self.report(goodbye=True)), end, sleep=self.sleep)
+        finally:
+            self._busy.release()
+        log.info("going to sleep: %s", "said goodbye" if result.accepted else
+                 f"the goodbye was not delivered ({result.reason or result.outcome})")
+        return result
+
+    def resume(self) -> None:
+        """The host woke up: report again from the next collection on."""
+        if self._asleep.is_set():
+            self._asleep.clear()
+            log.info("resumed from sleep; reporting again")
 
     def goodbye(self) -> PushResult:
         """The last report, marked goodbye; retried for a few seconds, not interruptible."""

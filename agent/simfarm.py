@@ -49,6 +49,10 @@ HOG_APP = "acrord32"  # the application that eats its host under the app_hog fau
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
+# Faults of logons (docs/logons.md), each on one host: slow_profile, the profile phase 5-8 times longer;
+# broken_gpo, group policy 10-20 times longer; auth_failure, 90 % of logon attempts fail (bad password or
+# locked out) and the users retry; network_blip, a quarter of the connected sessions drop every 15 s (network).
+FAULTS += ("slow_profile", "broken_gpo", "auth_failure", "network_blip")
 
 
 def demand(hour: float, weekday: bool = True) -> float:
@@ -109,6 +113,7 @@ class SimHost:
     app_cpu: Dict[str, float] = field(default_factory=dict)  # app -> CPU seconds since the agent started
     logon_totals: LogonTotals = field(default_factory=LogonTotals)  # the agent's logons reading
     logon_rng: Optional[random.Random] = None  # its own stream: logons leave the sessions' draws as they were
+    link_rng: Optional[random.Random] = None  # likewise for connections replaced and network blips
 
     # -- the model -----------------------------------------------------------
 
@@ -128,13 +133,15 @@ class SimHost:
             target = min(target, len(self.sessions))
         target = min(target, self.max_sessions)
         connected = [s for s in self.sessions.values() if s.state != "disconnected"]
-        while len(self.sessions) < target:
+        for _ in range(target - len(self.sessions)):
+            if "auth_failure" in self.faults and self._logon_refused():
+                continue  # the user tries again at the next step
             sid = self.next_id
             self.next_id += 1
             self.sessions[sid] = SimSession(sid, f"user{self.rng.randrange(100000):05d}", now, last_input=now)
             self.logons += 1
             self._simulate_logon(busy=len(self.sessions) / max(1, self.max_sessions))
-        surplus = len(self.sessions) - target
+        surplus = max(0, len(self.sessions) - target)  # below target when logons failed (auth_failure)
         for s in sorted(self.sessions.values(), key=lambda s: (s.state != "disconnected", s.logon_time))[:surplus]:
             del self.sessions[s.id]
             self.logoffs += 1
@@ -149,8 +156,10 @@ class SimHost:
             if self.rng.random() < (0.01 if lunch else 0.0015) * dt / 15:
                 s.state, s.disconnect_time = "disconnected", now
                 self.disconnects += 1
+                self.logon_totals.add_disconnect("client")
             elif self.rng.random() < 0.05 * dt / 15:
                 s.last_input = now
+        self._links(now, dt)
         connected = [s for s in self.sessions.values() if s.state != "disconnected"]
         load = 0.04 + 0.035 * len(connected)
         if "cpu_saturated" in self.faults:
@@ -192,12 +201,43 @@ class SimHost:
         policy = rng.lognormvariate(math.log(3.0), 0.3) * storm
         shell = rng.lognormvariate(math.log(4.0), 0.3)
         other = rng.lognormvariate(math.log(1.0), 0.5)
+        if "slow_profile" in self.faults:
+            profile *= rng.uniform(5.0, 8.0)
+        if "broken_gpo" in self.faults:
+            policy *= rng.uniform(10.0, 20.0)
         total = profile + policy + shell + other
         self.logon_totals.add_logon(Logon(round(total, 3), (("profile", round(profile, 3)),
                                                           ("group_policy", round(policy, 3)),
                                                           ("shell", round(shell, 3)), ("other", round(other, 3)))))
+        self.logon_totals.add_success()
         if rng.random() < 0.03:
             self.logon_totals.add_failure("bad_password")
+
+    def _logon_refused(self) -> bool:
+        """Under auth_failure: whether this logon attempt fails (90 %), counted as a failed logon."""
+        if self.logon_rng is None:
+            self.logon_rng = random.Random("logons:" + self.name)
+        if self.logon_rng.random() >= 0.9:
+            return False
+        self.logon_totals.add_failure("locked_out" if self.logon_rng.random() < 0.3 else "bad_password")
+        return True
+
+    def _links(self, now: float, dt: float) -> None:
+        """Connections that end without the user: now and then a user connects from another device and takes
+        over the session (replaced: disconnected and reconnected at once, too fast for the session count to
+        see); under network_blip a quarter of the connected sessions drop every 15 s."""
+        if self.link_rng is None:
+            self.link_rng = random.Random("links:" + self.name)
+        rng = self.link_rng
+        for s in self.sessions.values():
+            if s.state == "disconnected":
+                continue
+            if "network_blip" in self.faults and rng.random() < 0.25 * dt / 15:
+                s.state, s.disconnect_time = "disconnected", now
+                self.disconnects += 1
+                self.logon_totals.add_disconnect("network")
+            elif rng.random() < 0.00015 * dt / 15:
+                self.logon_totals.add_disconnect("replaced")
 
     # -- what an agent would read -------------------------------------------
 
@@ -329,6 +369,15 @@ class Farm:
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}: one of {', '.join(FAULTS)}")
         self.by_name(host).faults[kind] = now
+
+    def fault_group(self, delivery_group: str, kind: str, now: float) -> List[str]:
+        """The fault on every host of a delivery group (what a broken share or policy does); their names."""
+        names = [h.name for h in self.hosts if h.delivery_group == delivery_group]
+        if not names:
+            raise KeyError(f"no simulated delivery group {delivery_group!r}")
+        for name in names:
+            self.fault(name, kind, now)
+        return names
 
     def clear(self, host: str, kind: Optional[str] = None) -> None:
         h = self.by_name(host)

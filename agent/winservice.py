@@ -242,6 +242,7 @@ class ServiceRunner:
         self.stop = threading.Event()
         self.build = build
         self.load = load
+        self.agent: Any = None  # set once built: the power notices reach it through suspend/resume
 
     def run(self) -> int:
         from agent.config import load_machine_config, resolve_host
@@ -251,7 +252,7 @@ class ServiceRunner:
         load = self.load or load_machine_config  # the command line's loader: same file, same identity
         path = str(self.config) if self.config.is_file() else None
         config = load(path)
-        agent = build(config, resolve_host(config.agent.host), self.stop)
+        agent = self.agent = build(config, resolve_host(config.agent.host), self.stop)
         try:
             agent.run()
         finally:
@@ -262,6 +263,16 @@ class ServiceRunner:
         """Service stop or system shutdown: the agent says goodbye and returns."""
         self.stop.set()
 
+    def suspend(self) -> None:
+        """Windows goes to sleep or hibernates (PBT_APMSUSPEND): a goodbye, then silence until resume."""
+        if self.agent is not None:
+            self.agent.suspend(SUSPEND_GOODBYE_SECONDS)
+
+    def resume(self) -> None:
+        """Windows woke up (PBT_APMRESUMEAUTOMATIC): report again."""
+        if self.agent is not None:
+            self.agent.resume()
+
 
 # Service timings, in milliseconds. The goodbye takes at most agent.runner.GOODBYE_SECONDS (10 s);
 # the SCM expects the next status report within the wait hint of a STOP_PENDING.
@@ -270,6 +281,12 @@ STOP_WAIT_HINT_MS = 15000
 # it goes on (SERVICE_PRESHUTDOWN_INFO; 10 s by default since Windows 10 1703, too little for a
 # goodbye that may retry for 10 s). Shutdown goes on as soon as the service reports STOPPED.
 PRESHUTDOWN_TIMEOUT_MS = 20000
+# Power notices (SERVICE_CONTROL_POWEREVENT, winsvc.h; event types from WinUser.h). Windows allows
+# about two seconds to handle PBT_APMSUSPEND, so the goodbye before sleep gets 1.5 s.
+PBT_APMSUSPEND = 0x4
+PBT_APMRESUMESUSPEND = 0x7
+PBT_APMRESUMEAUTOMATIC = 0x12
+SUSPEND_GOODBYE_SECONDS = 1.5
 RESTART_DELAY_MS = 10000
 FAILURE_RESET_SECONDS = 86400
 
@@ -426,12 +443,19 @@ def _service_class(config: Path, win32service: Any = None, win32serviceutil: Any
         def GetAcceptedControls(self):  # noqa: N802 - pywin32's name
             # Pre-shutdown comes before the shutdown notice and waits up to the service's
             # PRESHUTDOWN_TIMEOUT_MS for it to stop: time for the goodbye at the nightly power-down.
+            # Power events tell a sleep or hibernation from a crash: the agent says goodbye first.
             return (super().GetAcceptedControls() | ws.SERVICE_ACCEPT_SHUTDOWN
-                    | ws.SERVICE_ACCEPT_PRESHUTDOWN)
+                    | ws.SERVICE_ACCEPT_PRESHUTDOWN | ws.SERVICE_ACCEPT_POWEREVENT)
 
         def ServiceCtrlHandlerEx(self, control, event_type, data):  # noqa: N802
             if control == ws.SERVICE_CONTROL_PRESHUTDOWN:  # pywin32's dispatcher passes it to SvcOtherEx
                 return self.SvcShutdown()
+            if control == ws.SERVICE_CONTROL_POWEREVENT:
+                if event_type == PBT_APMSUSPEND:
+                    self.runner.suspend()
+                elif event_type in (PBT_APMRESUMEAUTOMATIC, PBT_APMRESUMESUSPEND):
+                    self.runner.resume()
+                return 0  # NO_ERROR: never refuses a power change
             return super().ServiceCtrlHandlerEx(control, event_type, data)
 
         def SvcDoRun(self):  # noqa: N802 - pywin32 has reported SERVICE_RUNNING already (SvcRun)

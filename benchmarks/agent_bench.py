@@ -14,6 +14,15 @@ The agent's average load at a 15 s interval is CPU per collection / 15 s.
 
     python -m benchmarks.agent_bench --in-sessions        # every process in a user session
 
+    python -m benchmarks.agent_bench --logon-events 200   # and 200 new logon events an interval
+
+`--logon-events N` adds the Windows logons collector, fed each interval N new
+events of complete logons (profile, LocalSessionManager, group policy and
+Security events, from the documented fixtures in tests/fixtures/logons with new
+record ids, times and sessions), rendered as the agent renders them
+(`--logon-render values`, EvtRenderEventValues) or as XML (`xml`). Measured:
+decoding, matching and counting, not EvtRender itself (Windows' own code).
+
 The spawned processes are the benchmark user's, outside any session: they
 count as system processes, so per-user and per-application accounting see
 none of them. `--in-sessions` places every process in one of the simulated
@@ -32,7 +41,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import psutil
 
@@ -68,7 +77,66 @@ class ManySessions:
         return out
 
 
-def child(collections: int, per_user_top: int, sessions: int, in_sessions: bool = False) -> Dict[str, float]:
+class BenchEventLog:
+    """A Windows event log with `per_interval` new events each interval, in every channel the collector reads.
+
+    Each interval's events are made when it starts (`next_interval`, timed apart by the caller) and dropped
+    after it: the agent holds no more than one interval's events either.
+    """
+
+    def __init__(self, per_interval: int, render: str):
+        from agent.logons.events import event_from_values, parse_event
+        from tests.agent.logons.fixtures import event_xmls
+
+        self.one = event_xmls("server_vda.xml")[:6]  # alice's logon: profile 1, 2, 21, 4001, 8001, 22
+        self.one += event_xmls("server_vda_sessions.xml")[:3]  # UMFD, DWM and the user's 4624
+        self.per_interval = per_interval
+        self.render = render
+        self.pending: Dict[str, List[Any]] = {}
+        self.round = -1
+        self.record = 1000
+        self.decode = event_from_values if render == "values" else parse_event
+
+    def next_interval(self) -> None:
+        from tests.agent.logons.fixtures import rendered_values
+
+        self.round += 1
+        batch: Dict[str, List[Any]] = {}
+        for k in range(self.per_interval // len(self.one)):
+            base = 1764576000.0 + self.round * 15 + k * 0.5
+            session = 100 + self.round * 50 + k
+            for xml in self.one:
+                self.record += 1
+                xml = (xml.replace("<ns0:SessionID>3<", f"<ns0:SessionID>{session}<")
+                       .replace('"Session">3<', f'"Session">{session}<')
+                       .replace("2025-12-01T08:00:", "2025-12-01T%s:" % _clock(base))
+                       .replace("2025-12-01T09:00:", "2025-12-01T%s:" % _clock(base))
+                       .replace("6B2A1C4E-0001", f"6B2A{session % 65536:04X}-0001"))
+                xml = _with_record(xml, self.record)
+                channel = xml.split("<ns0:Channel>", 1)[1].split("<", 1)[0]
+                batch.setdefault(channel, []).append(rendered_values(xml) if self.render == "values" else xml)
+        self.pending = batch
+
+    def newest(self, channel: str, query: str) -> Optional[str]:
+        return "0"
+
+    def read(self, channel: str, query: str, bookmark: Optional[str], limit: int):
+        items = self.pending.get(channel, [])
+        return items[:limit], str(self.round), max(0, len(items) - limit)
+
+
+def _clock(seconds: float) -> str:
+    t = int(seconds) % 86400
+    return f"{t // 3600:02d}:{t % 3600 // 60:02d}"
+
+
+def _with_record(xml: str, record: int) -> str:
+    head, _, tail = xml.partition("<ns0:EventRecordID>")
+    return head + f"<ns0:EventRecordID>{record}" + tail[tail.index("<"):]
+
+
+def child(collections: int, per_user_top: int, sessions: int, in_sessions: bool = False,
+          logon_events: int = 0, logon_render: str = "values") -> Dict[str, float]:
     """Run inside a fresh interpreter: build the real agent and collect `collections` times."""
     import dataclasses
     import threading
@@ -92,21 +160,54 @@ def child(collections: int, per_user_top: int, sessions: int, in_sessions: bool 
 
                     collector.grouper.windows = True  # placed by session id, as on Windows
                     collector.grouper.locate = lambda pid: Place(session=str(2 + pid % sessions))
+    log = None
+    if logon_events:
+        import tempfile
+
+        from agent.collectors.logons import LogonsCollector
+        from agent.logons.eventlog import BookmarkStore
+
+        log = BenchEventLog(logon_events, logon_render)
+        folder = tempfile.mkdtemp(prefix="vdiwatch-bench-")
+        logons = LogonsCollector(log, BookmarkStore(os.path.join(folder, "b.json")),
+                                 clock=lambda: 1764576000.0 + 86400)
+        agent.runner.collectors.append(logons)
+        real_collect = logons.collect
+
+        def timed():  # the collector's own CPU: the whole collection's varies more than it costs
+            t = time.process_time()
+            try:
+                return real_collect()
+            finally:
+                logon_cpu[0] += time.process_time() - t
+
+        logons.collect = timed  # type: ignore[method-assign]
+    logon_cpu = [0.0]
+    if log:
+        log.next_interval()
     agent.report()  # the first collection primes per-process state: counted apart
+    logon_cpu[0] = 0.0
     primed = time.process_time()
+    making = 0.0  # making the benchmark's own events: not the agent's
     for _ in range(collections):
+        if log:
+            t = time.process_time()
+            log.next_interval()
+            making += time.process_time() - t
         encode(report_to_doc(agent.report()))
-    done = time.process_time()
+    done = time.process_time() - making
     report = agent.report()
     return {
         "startup_cpu_s": primed - start,
         "cpu_per_collection_s": (done - primed) / collections,
+        "logons_cpu_per_collection_s": logon_cpu[0] / collections,
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "processes_seen": report.system.processes if report.system else 0,
         "sessions_seen": report.sessions.total if report.sessions else 0,
         "user_processes_seen": (report.sessions.user_processes.processes
                                 if report.sessions and report.sessions.user_processes else 0),
         "apps_reported": len(getattr(report.sessions, "apps", None) or ()),  # getattr: also runs on older trees
+        "logons_counted": report.logons.duration_count if getattr(report, "logons", None) else 0,
         "collectors": sorted(c.name for c in report.collectors),
     }
 
@@ -159,12 +260,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--sessions", type=int, default=100, help="sessions on the host (simulated source; 0: the OS's)")
     p.add_argument("--in-sessions", action="store_true",
                    help="place every process in a simulated session (per-user and per-application accounting)")
+    p.add_argument("--logon-events", type=int, default=0,
+                   help="new Windows logon events an interval for the logons collector (0: without it)")
+    p.add_argument("--logon-render", choices=("values", "xml"), default="values",
+                   help="how the events are rendered: values (what the agent does) or XML")
     p.add_argument("--interval", type=float, default=15.0)
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.collections, args.per_user_top, args.sessions, args.in_sessions)))
+        print(json.dumps(child(args.collections, args.per_user_top, args.sessions, args.in_sessions,
+                               args.logon_events, args.logon_render)))
         return 0
     exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     procs = spawn(args.processes)
@@ -172,7 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         time.sleep(1)
         r = subprocess.run([sys.executable, "-m", "benchmarks.agent_bench", "--child",
                             "--collections", str(args.collections), "--per-user-top", str(args.per_user_top),
-                            "--sessions", str(args.sessions), *(["--in-sessions"] if args.in_sessions else [])],
+                            "--sessions", str(args.sessions), *(["--in-sessions"] if args.in_sessions else []),
+                            "--logon-events", str(args.logon_events), "--logon-render", args.logon_render],
                            capture_output=True, text=True, cwd=ROOT, timeout=1800)
         if r.returncode != 0:
             print(r.stderr, file=sys.stderr)
@@ -188,7 +295,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"agent benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
           f"{agent['processes_seen']} processes ({agent['user_processes_seen']} in sessions) and "
           f"{agent['sessions_seen']} sessions on the host, {agent['apps_reported']} applications reported, "
+          f"{agent['logons_counted']} logons counted ({args.logon_events} events an interval, {args.logon_render}), "
           f"collectors: {', '.join(agent['collectors'])}")
+    if args.logon_events:
+        share = agent["logons_cpu_per_collection_s"] / max(1e-9, agent["cpu_per_collection_s"]
+                                                           - agent["logons_cpu_per_collection_s"])
+        print(f"logons collector alone: {agent['logons_cpu_per_collection_s'] * 1000:.2f} ms CPU a collection, "
+              f"{share * 100:.1f} % of the rest of the collection")
     print("| program | CPU per collection | average load at 15 s | peak RSS |")
     print("| --- | --- | --- | --- |")
     print(f"| vdiwatch-agent | {agent['cpu_per_collection_s'] * 1000:.1f} ms | {load * 100:.2f} % of a core "

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from contract.report import HOST_STATES, LOGON_DURATION_BUCKETS, STOPPED, Report
+from contract.report import HOST_STATES, LOGON_DURATION_BUCKETS, STALE, STOPPED, Report
 
 COUNTER = "counter"
 GAUGE = "gauge"
@@ -54,6 +54,10 @@ class Family:
     read: Read = _none
     labels: Tuple[str, ...] = ()  # extra label names, after host, site and delivery_group (a histogram: "le")
     live: bool = False  # drawn from liveness at every scrape (`render_live`), not from the report
+    # The states of a silent host (stale, or stopped after a goodbye) in which this row is still served; the
+    # other rows are readings, served only while reports arrive, so that a plain sum over collector replicas
+    # counts each host once (docs/metrics.md).
+    kept: Tuple[str, ...] = ()
 
 
 def flag(value: object) -> int:
@@ -99,9 +103,10 @@ def pairs(section: str, attr: str) -> Read:
     """A sample per (label value, value) pair of `report.<section>.<attr>` (cpu seconds by mode)."""
     def read(report: Report, _received_at: float) -> Iterable[Sample]:
         part = getattr(report, section)
-        if part is None:
+        values = None if part is None else getattr(part, attr)
+        if values is None:  # the section, or this optional field of it, was not sent
             return ()
-        return [((key,), value) for key, value in getattr(part, attr)]
+        return [((key,), value) for key, value in values]
     return read
 
 
@@ -197,8 +202,9 @@ FAMILIES: Tuple[Family, ...] = (
     Family("vdi_host_state", GAUGE, "1 for the host's current state (up, stale, stopped, maintenance), 0 for the "
            "others.", labels=("state",), live=True),
     Family("vdi_agent_last_report_timestamp_seconds", GAUGE, "When the collector received the host's last report.",
-           _received),
-    Family("vdi_agent_info", GAUGE, "Agent version and OS; always 1.", _agent_info, ("version", "os", "os_release")),
+           _received, kept=(STALE, STOPPED)),
+    Family("vdi_agent_info", GAUGE, "Agent version and OS; always 1.", _agent_info, ("version", "os", "os_release"),
+           kept=(STALE, STOPPED)),
     Family("vdi_agent_interval_seconds", GAUGE, "The agent's reporting interval.", field("agent", "interval_seconds")),
     Family("vdi_agent_start_time_seconds", GAUGE, "When the agent process started.",
            field("agent", "start_time_seconds")),
@@ -285,7 +291,7 @@ FAMILIES: Tuple[Family, ...] = (
            apps("memory_bytes"), ("app",)),
     Family("vdi_app_sessions", GAUGE, "User sessions running an application.", apps("sessions"), ("app",)),
     Family("vdi_host_max_sessions", GAUGE, "The most sessions the host should take.",
-           field("capacity", "max_sessions")),
+           field("capacity", "max_sessions"), kept=(STOPPED,)),  # a powered-down desktop's slots still exist
     Family("vdi_host_accepting_sessions", GAUGE, "1 when the host takes new logons, 0 when drained.",
            field("capacity", "accepting_sessions", flag)),
     Family("vdi_host_maintenance", GAUGE, "1 when the operator put the host in maintenance.",
@@ -300,11 +306,18 @@ FAMILIES: Tuple[Family, ...] = (
            pairs("logons", "failures"), ("reason",)),
     Family("vdi_logon_events_skipped_total", COUNTER, "Logon events passed over by the agent's per-interval cap.",
            field("logons", "events_skipped")),
+    Family("vdi_logon_successes_total", COUNTER, "Interactive logons that succeeded (Security 4624, logon types 2, 10 "
+           "and 11, not Windows' own DWM-n and UMFD-n accounts).", field("logons", "successes")),
+    Family("vdi_session_disconnect_reasons_total", COUNTER, "Session disconnects by reason (LocalSessionManager event "
+           "40); a logoff is not a disconnect.", pairs("logons", "disconnect_reasons"), ("reason",)),
 )
 
 
 FAMILY_NAMES = tuple(f.name for f in FAMILIES)
 LIVE_INDEX = tuple(i for i, f in enumerate(FAMILIES) if f.live)  # vdi_agent_up, vdi_host_state
+# state of a silent host -> the rows it no longer serves
+SILENCED = {state: tuple(i for i, f in enumerate(FAMILIES) if not f.live and state not in f.kept)
+            for state in (STALE, STOPPED)}
 _FROM_REPORT = tuple((f.name, f.labels, f.read, f.kind in SUFFIXED) for f in FAMILIES)
 
 
@@ -411,6 +424,11 @@ class Columns:
     def remove(self, host: str) -> None:
         for column in self._columns:
             column.pop(host, None)
+
+    def silence(self, host: str, state: str) -> None:
+        """Serve only the rows kept for a host silent in `state` (STALE or STOPPED) until its next `set`."""
+        for i in SILENCED[state]:
+            self._columns[i].pop(host, None)
 
     def copy(self) -> List[List[bytes]]:
         return [list(column.values()) for column in self._columns]

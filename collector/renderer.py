@@ -10,6 +10,11 @@ dictionary copy.
   store, renders any entry it has not seen (a restored snapshot, a report that
   raced a scrape), forgets hosts the store no longer holds, and adds the
   clock-dependent families (`vdi_agent_up`, `vdi_host_state`) from liveness.
+  A host that is not fresh (stale, or stopped after its goodbye) keeps only
+  the rows kept for that state (`Family.kept`: its liveness, and a stopped
+  host's slots): its readings are history, and a copy left on a replica the
+  host failed over from must not be summed with the fresh one. Its next
+  report serves them again.
   `scrape(now)` does the same and also returns the hosts counted by state from
   that one pass, for `vdi_collector_hosts`: liveness is computed once a scrape.
   What it serves therefore always matches the store, whatever order calls
@@ -26,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 
 from collector.exposition import LIVE_INDEX, Columns, Rendered, render_live, render_report
 from collector.store import HostEntry, HostStore
-from contract.report import HOST_STATES
+from contract.report import HOST_STATES, STALE, STOPPED
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Renderer:
         self._rendered: Dict[str, Tuple[HostEntry, Rendered]] = {}
         self._columns = Columns()
         self._live: Dict[Tuple[str, bool, str], Tuple[bytes, bytes]] = {}
+        self._silent: Dict[str, str] = {}  # host -> the state it was silenced in (STALE or STOPPED)
 
     def stored(self, entry: HostEntry) -> None:
         """Render an entry the store just took (outside any lock), then keep it unless a newer one won."""
@@ -55,6 +61,7 @@ class Renderer:
             return
         self._rendered[entry.host] = (entry, rendered)
         self._columns.set(entry.host, rendered)
+        self._silent.pop(entry.host, None)
 
     def columns(self, now: Optional[float] = None) -> List[List[bytes]]:
         """Columns of chunks for one scrape, live families included; expired hosts are dropped first."""
@@ -75,11 +82,22 @@ class Renderer:
                 for host in [h for h in self._rendered if h not in held]:
                     del self._rendered[host]
                     self._columns.remove(host)
+                    self._silent.pop(host, None)
+            lives = [self.store.liveness(entry, now) for entry in entries]
+            for entry, live in zip(entries, lives):
+                silent = None if live.up else STOPPED if live.state == STOPPED else STALE
+                if silent == self._silent.get(entry.host):
+                    continue
+                self._columns.set(entry.host, self._rendered[entry.host][1])
+                if silent is None:  # fresh again without a new entry: a clock step
+                    del self._silent[entry.host]
+                else:
+                    self._columns.silence(entry.host, silent)
+                    self._silent[entry.host] = silent
             columns = self._columns.copy()
             ups, states = [], []
             counts = dict.fromkeys(HOST_STATES, 0)
-            for entry in entries:
-                live = self.store.liveness(entry, now)
+            for entry, live in zip(entries, lives):
                 counts[live.state] += 1
                 labels = self._rendered[entry.host][1].labels
                 key = (labels, live.up, live.state)

@@ -272,6 +272,8 @@ class Capacity:
 LOGON_PHASES = ("profile", "group_policy", "shell", "other")
 LOGON_FAILURE_REASONS = ("bad_password", "unknown_user", "locked_out", "expired", "disabled", "restricted", "other")
 LOGON_DURATION_BUCKETS = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)  # seconds; +Inf = count
+# Why a session was disconnected (LocalSessionManager event 40's reason code, docs/logons.md).
+DISCONNECT_REASONS = ("client", "time_limit", "replaced", "network", "server", "licensing", "other")
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,9 @@ class Logons:
     phases_missing: Tuple[Tuple[str, int], ...]  # (phase, logons whose events for it were missing)
     failures: Tuple[Tuple[str, int], ...]  # (reason, failed logons) for every reason of LOGON_FAILURE_REASONS
     events_skipped: int  # events left unread by the per-interval cap
+    # None: not read (an older agent); otherwise a count for every reason of DISCONNECT_REASONS
+    successes: Optional[int] = None  # interactive logons that succeeded (Security 4624)
+    disconnect_reasons: Optional[Tuple[Tuple[str, int], ...]] = None  # (reason, disconnects) by event 40's reason
 
 
 @dataclass(frozen=True)
@@ -376,6 +381,8 @@ def _logons_doc(r: Logons) -> Dict[str, Any]:
         "duration_count": r.duration_count,
         "phases": {p: {"sum_seconds": s, "count": n} for (p, s), (_, n) in zip(r.phase_sum_seconds, r.phase_count)},
         "phases_missing": dict(r.phases_missing), "failures": dict(r.failures), "events_skipped": r.events_skipped,
+        **({} if r.successes is None else {"successes": r.successes}),
+        **({} if r.disconnect_reasons is None else {"disconnect_reasons": dict(r.disconnect_reasons)}),
     }
 
 
@@ -979,4 +986,7 @@ def _logons(c: _Checker, raw: Mapping[str, Any], path: str) -> Logons:
         phases_missing=_closed_counts(c, raw, "phases_missing", path, LOGON_PHASES),
         failures=_closed_counts(c, raw, "failures", path, LOGON_FAILURE_REASONS),
         events_skipped=c.integer(raw, "events_skipped", path, required=False, maximum=10**12) or 0,
+        successes=c.integer(raw, "successes", path, required=False, maximum=10**12),
+        disconnect_reasons=(None if raw.get("disconnect_reasons") is None
+                            else _closed_counts(c, raw, "disconnect_reasons", path, DISCONNECT_REASONS)),
     )

@@ -761,8 +761,9 @@ def capacity() -> Dict[str, Any]:
     needed = f"ceil({peak} * {RESERVE} / {avg_slots})"
     g.add(9, (24, table(
         "Sizing: hosts needed at the peak with a 20 % reserve",
-        "Per delivery group over the selected time range: the peak of concurrent sessions, the hosts known "
-        "now (with a configured maximum), their average vdi_host_max_sessions, the hosts needed "
+        "Per delivery group over the selected time range: the peak of concurrent sessions, the hosts with a "
+        "configured maximum that report or shut down cleanly (a silent host gives no capacity), their average "
+        "vdi_host_max_sessions, the hosts needed "
         f"= ceil(peak x {RESERVE} / average maximum), and the spare hosts (known minus needed; red below 0).",
         [target(peak, table=True), target(hosts, table=True), target(avg_slots, table=True),
          target(needed, table=True), target(f"{hosts} - {needed}", table=True)],

@@ -27,7 +27,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 from agent.collectors import Collector, Context, os_name, register
 from agent.logons.eventlog import BookmarkStore, EventLogReader, default_bookmark_path, xpath
 from agent.logons.events import GROUP_POLICY_CHANNEL, LSM_CHANNEL, PROFILE_CHANNEL, SECURITY_CHANNEL, Event, parse_event
-from agent.logons.matching import LogonMatcher, failure_reason
+from agent.logons.matching import (
+    INTERACTIVE_LOGON_TYPES,
+    LogonMatcher,
+    disconnect_reason,
+    failure_reason,
+    is_user_logon,
+)
 from agent.logons.totals import LogonTotals
 from contract.report import Logons
 
@@ -36,11 +42,10 @@ log = logging.getLogger(__name__)
 # The channels and the event ids read from each (docs/logons.md: what each means, where it is documented).
 CHANNELS: Tuple[Tuple[str, Tuple[int, ...]], ...] = (
     (PROFILE_CHANNEL, (1, 2)),
-    (LSM_CHANNEL, (21, 22)),
+    (LSM_CHANNEL, (21, 22, 40)),
     (GROUP_POLICY_CHANNEL, (4001, 8001)),
-    (SECURITY_CHANNEL, (4625,)),
+    (SECURITY_CHANNEL, (4624, 4625)),
 )
-INTERACTIVE_LOGON_TYPES = (2, 10, 11)  # Interactive, RemoteInteractive, CachedInteractive: a user at a desktop
 DEFAULT_CAP = 2000  # events a channel per interval: a morning storm of 200 logons is about 1200 events in all
 
 
@@ -85,8 +90,9 @@ class LogonsCollector(Collector):
                 continue
             self._note(channel, None)
             skipped += passed
+            decode = getattr(self.reader, "decode", parse_event)  # values or XML, as the reader renders them
             for xml in xmls:
-                event = parse_event(xml)
+                event = decode(xml)
                 if event is None:
                     self.unreadable += 1
                 else:
@@ -100,6 +106,13 @@ class LogonsCollector(Collector):
         for event in events:
             if event.kind == "logon_failure" and event.logon_type in INTERACTIVE_LOGON_TYPES:
                 self.totals.add_failure(failure_reason(event.status, event.sub_status))
+            elif event.kind == "logon_success" and is_user_logon(event.logon_type, event.account_domain,
+                                                                 event.account_sid):
+                self.totals.add_success()
+            elif event.kind == "disconnect_reason":
+                reason = disconnect_reason(event.reason_code)
+                if reason is not None:  # None: the session was logged off, which is not a disconnect
+                    self.totals.add_disconnect(reason)
         for logon in self.matcher.add(events, now=self.clock()):
             self.totals.add_logon(logon)
         return self.totals.reading()

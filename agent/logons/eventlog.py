@@ -1,7 +1,14 @@
 """Reading new events from Windows event log channels: the thin pywin32 layer and the bookmark file.
 
 `Win32EventLogReader` is the only code that touches `win32evtlog` (pywin32), and
-stays thin: query, seek after the bookmark, render XML, render the new bookmark.
+stays thin: query, seek after the bookmark, render each event, render the new bookmark.
+Events are rendered as the few values used (`EvtRenderEventValues` with a render
+context of agent.logons.events.VALUE_PATHS) rather than as XML that would then be
+parsed: XML and its parsing cost about 50 microseconds an event (docs/performance.md).
+pywin32's EvtCreateRenderContext takes no value paths (it passes none: "EvtRenderContextValues
+not currently supported"), so that one call is made through ctypes and its handle given
+to pywin32's EvtRender, which accepts a plain integer handle. If it cannot be made, the
+reader renders XML, as before, and says so once.
 Every decision (which channels and event ids, the cap, what a first start
 reads) is in agent.collectors.logons and tested on Linux with a fake reader.
 win32evtlog is imported on first use, so this module imports anywhere.
@@ -9,7 +16,8 @@ win32evtlog is imported on first use, so this module imports anywhere.
 pywin32's calls, as its stubs (types-pywin32) declare them: EvtQuery(Path, Flags, Query),
 EvtNext(ResultSet, Count, Timeout) -> tuple of handles (empty at the end),
 EvtSeek(ResultSet, Position, Flags, Bookmark), EvtRender(Event, Flags),
-EvtCreateBookmark(xml or None), EvtUpdateBookmark(Bookmark, Event).
+EvtCreateBookmark(xml or None), EvtUpdateBookmark(Bookmark, Event); EvtRender(Event, EvtRenderEventValues,
+Context=handle) returns a list of (value, EvtVarType) pairs in the context's order (pywin32's win32evtlog.i).
 """
 
 from __future__ import annotations
@@ -18,9 +26,12 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+
+from agent.logons.events import VALUE_PATHS, Event, event_from_values, parse_event
 
 log = logging.getLogger(__name__)
+EVT_RENDER_CONTEXT_VALUES = 0  # EVT_RENDER_CONTEXT_FLAGS.EvtRenderContextValues (winevt.h)
 
 FROM_START = ""  # a bookmark meaning "from the channel's first event" (the channel was empty when first seen)
 
@@ -34,16 +45,54 @@ class EventLogReader(Protocol):
     def newest(self, channel: str, query: str) -> Optional[str]:
         """A bookmark at the newest event matching `query`, None when there is none."""
 
-    def read(self, channel: str, query: str, bookmark: Optional[str], limit: int) -> Tuple[List[str], str, int]:
-        """Events after `bookmark` (from the first when None): up to `limit` rendered as XML, the bookmark
-        after the last event read or passed over, and how many were passed over beyond `limit`."""
+    def read(self, channel: str, query: str, bookmark: Optional[str], limit: int) -> Tuple[List[Any], str, int]:
+        """Events after `bookmark` (from the first when None): up to `limit` rendered (as XML unless the reader
+        has a `decode` for what it renders), the bookmark after the last event read or passed over, and how many
+        were passed over beyond `limit`."""
+
+
+def values_context() -> int:
+    """A render context of VALUE_PATHS, through wevtapi itself (pywin32 cannot pass value paths)."""
+    import ctypes
+
+    wevtapi = ctypes.WinDLL("wevtapi.dll", use_last_error=True)  # type: ignore[attr-defined]
+    create = wevtapi.EvtCreateRenderContext
+    create.restype = ctypes.c_void_p
+    create.argtypes = (ctypes.c_uint32, ctypes.POINTER(ctypes.c_wchar_p), ctypes.c_uint32)
+    paths = (ctypes.c_wchar_p * len(VALUE_PATHS))(*VALUE_PATHS)
+    handle = create(len(VALUE_PATHS), paths, EVT_RENDER_CONTEXT_VALUES)
+    if not handle:
+        raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+    return int(handle)
 
 
 class Win32EventLogReader:
-    """The real reader, through pywin32's win32evtlog (Windows Vista and later's wevtapi)."""
+    """The real reader, through pywin32's win32evtlog (Windows Vista and later's wevtapi).
 
-    def __init__(self, evt: Any = None) -> None:
+    `decode` turns what `read` returns into an Event: event_from_values while events are rendered as values,
+    parse_event once the reader has fallen back to XML.
+    """
+
+    def __init__(self, evt: Any = None, values: bool = True,
+                 make_context: Callable[[], int] = values_context) -> None:
         self._evt = evt
+        self._values = values
+        self._make_context = make_context
+        self._context: Optional[int] = None
+        self.decode: Callable[[Any], Optional[Event]] = event_from_values if values else parse_event
+
+    def _render(self, handle: Any) -> Any:
+        e = self.evt
+        if self._values and self._context is None:
+            try:
+                self._context = self._make_context()
+            except Exception as err:  # noqa: BLE001 - no wevtapi context: XML still works, only slower
+                log.warning("logons: events cannot be rendered as values (%s): rendering XML instead", err)
+                self._values = False
+                self.decode = parse_event
+        if self._values:
+            return e.EvtRender(handle, e.EvtRenderEventValues, Context=self._context)
+        return e.EvtRender(handle, e.EvtRenderEventXml)
 
     @property
     def evt(self) -> Any:
@@ -73,7 +122,7 @@ class Win32EventLogReader:
             except Exception as err:  # noqa: BLE001 - the bookmarked event is gone (log cleared or wrapped)
                 log.warning("%s: bookmark no longer in the log (%s); reading from its first event", channel, err)
                 q = e.EvtQuery(channel, e.EvtQueryChannelPath | e.EvtQueryForwardDirection, query)
-        xmls: List[str] = []
+        xmls: List[Any] = []
         skipped = 0
         moved = False
         while True:
@@ -82,7 +131,7 @@ class Win32EventLogReader:
                 break
             for h in handles:
                 if len(xmls) < limit:
-                    xmls.append(e.EvtRender(h, e.EvtRenderEventXml))
+                    xmls.append(self._render(h))
                 else:
                     skipped += 1
                 e.EvtUpdateBookmark(mark, h)

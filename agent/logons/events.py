@@ -18,7 +18,8 @@ import calendar
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Dict, Optional
+from datetime import datetime, timezone
+from typing import Dict, Optional, Sequence
 
 LSM_CHANNEL = "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"
 PROFILE_CHANNEL = "Microsoft-Windows-User Profile Service/Operational"
@@ -58,6 +59,8 @@ class Event:
     status: Optional[int] = None  # Security 4625 Status
     sub_status: Optional[int] = None  # Security 4625 SubStatus
     reason_code: Optional[int] = None  # LSM 40 Reason
+    account_domain: Optional[str] = None  # Security 4624 TargetDomainName ("Window Manager" for DWM-n); not exported
+    account_sid: Optional[str] = None  # Security 4624 TargetUserSid ("S-1-5-90-0-3"), likewise
 
 
 def parse_time(text: str) -> Optional[float]:
@@ -67,7 +70,7 @@ def parse_time(text: str) -> Optional[float]:
         return None
     y, mo, d, h, mi, s, frac = m.groups()
     whole = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
-    return whole + (float("0." + frac[:6]) if frac else 0.0)
+    return round(whole + (float("0." + frac[:6]) if frac else 0.0), 6)
 
 
 def _local(tag: str) -> str:
@@ -85,7 +88,8 @@ def _int(text: Optional[str]) -> Optional[int]:
         return None
 
 
-_WANTED = frozenset({"SessionID", "Session", "User", "PrincipalSamName", "LogonType", "Status", "SubStatus", "Reason"})
+_WANTED = frozenset({"SessionID", "Session", "User", "PrincipalSamName", "LogonType", "Status", "SubStatus", "Reason",
+                     "TargetDomainName", "TargetUserSid"})
 
 
 def _fields(root: ET.Element) -> Dict[str, str]:
@@ -143,4 +147,97 @@ def parse_event(xml: str) -> Optional[Event]:
         status=_int(f.get("Status")),
         sub_status=_int(f.get("SubStatus")),
         reason_code=_int(f.get("Reason")),
+        account_domain=f.get("TargetDomainName") or None,
+        account_sid=f.get("TargetUserSid") or None,
     )
+
+
+# What `EvtRender(event, EvtRenderEventValues, context)` returns for a render context created with these
+# value paths (EvtCreateRenderContext with EvtRenderContextValues: Microsoft, "Rendering Events"): one value
+# a path, in this order, None where the event has no such node. Only these are rendered, no XML is built.
+VALUE_PATHS = (
+    "Event/System/Channel",
+    "Event/System/EventID",
+    "Event/System/EventRecordID",
+    "Event/System/TimeCreated/@SystemTime",
+    "Event/System/Correlation/@ActivityID",
+    "Event/UserData/EventXML/SessionID",  # LocalSessionManager 21-25
+    "Event/UserData/EventXML/Session",  # LocalSessionManager 40
+    "Event/UserData/EventXML/User",
+    "Event/UserData/EventXML/Reason",
+    "Event/EventData/Data[@Name='Session']",  # User Profile Service 1, 2
+    "Event/EventData/Data[@Name='PrincipalSamName']",  # GroupPolicy 4001
+    "Event/EventData/Data[@Name='LogonType']",  # Security 4624, 4625
+    "Event/EventData/Data[@Name='Status']",
+    "Event/EventData/Data[@Name='SubStatus']",
+    "Event/EventData/Data[@Name='TargetDomainName']",
+    "Event/EventData/Data[@Name='TargetUserSid']",
+)
+
+
+def _value_text(value: object) -> Optional[str]:
+    """A rendered value as text: pywin32 gives str, int, a GUID object ("{...}") or a PySID ("PySID:S-1-...")."""
+    if value is None:
+        return None
+    text = value if type(value) is str else str(value)
+    return text[6:] if text.startswith("PySID:") else text
+
+
+def _value_int(value: object) -> Optional[int]:
+    if type(value) is int:
+        return value
+    if value is None or isinstance(value, bool):
+        return None
+    return _int(_value_text(value))  # HexInt32 arrives as '0xc000006d' (pywin32 renders it in base 16)
+
+
+def _value_time(value: object) -> Optional[float]:
+    """FileTime arrives as a datetime (pywin32's, in UTC); a naive one is taken as UTC."""
+    if isinstance(value, datetime):
+        return round((value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).timestamp(), 6)
+    if isinstance(value, str):
+        return parse_time(value)
+    return None
+
+
+def _strip(text: Optional[str]) -> Optional[str]:
+    text = text.strip() if text else None
+    return text or None
+
+
+# The values each kind of event carries (indexes into VALUE_PATHS); the others are not converted.
+_SESSION_KINDS = frozenset({"session_logon", "shell_start", "session_logoff", "session_disconnect",
+                            "session_reconnect"})
+
+
+def event_from_values(values: Sequence[object]) -> Optional[Event]:
+    """One event's values, rendered with VALUE_PATHS (pywin32's (value, type) pairs, or bare values), -> Event;
+    None for an event this module does not use or cannot read. The same record `parse_event` makes of its XML.
+    Only the values the event's kind uses are converted: this runs for every event read."""
+    if len(values) != _N_VALUES:
+        return None
+    v = values if type(values[0]) is not tuple else [x[0] for x in values]
+    channel = v[0]
+    kind = KINDS.get(((channel if type(channel) is str else _value_text(channel) or "").strip(), _value_int(v[1])))
+    if kind is None:
+        return None
+    when, record_id = _value_time(v[3]), _value_int(v[2])
+    if when is None or record_id is None:
+        return None
+    if kind in _SESSION_KINDS:
+        return Event(kind, record_id, when, session_id=_value_int(v[5]), user=_strip(_value_text(v[7])))
+    if kind == "disconnect_reason":
+        return Event(kind, record_id, when, session_id=_value_int(v[6]), reason_code=_value_int(v[8]))
+    if kind in ("profile_start", "profile_end"):
+        return Event(kind, record_id, when, session_id=_value_int(v[9]))
+    if kind in ("group_policy_start", "group_policy_end"):
+        activity = _value_text(v[4])
+        return Event(kind, record_id, when, user=_strip(_value_text(v[10])),
+                     activity_id=activity.strip().strip("{}").upper() if activity else None)
+    failure = kind == "logon_failure"  # the rest is Security's 4624 and 4625
+    return Event(kind, record_id, when, logon_type=_value_int(v[11]),
+                 status=_value_int(v[12]) if failure else None, sub_status=_value_int(v[13]) if failure else None,
+                 account_domain=_strip(_value_text(v[14])), account_sid=_strip(_value_text(v[15])))
+
+
+_N_VALUES = len(VALUE_PATHS)

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from agent.logons.events import Event
-from contract.report import LOGON_FAILURE_REASONS, LOGON_PHASES
+from contract.report import DISCONNECT_REASONS, LOGON_FAILURE_REASONS, LOGON_PHASES
 
 PHASES = LOGON_PHASES  # the contract's closed lists: they become label values
 FAILURE_REASONS = LOGON_FAILURE_REASONS
+DISCONNECTS = DISCONNECT_REASONS
 
 # NTSTATUS values of 4625's Status and SubStatus, as Microsoft's "4625(F): An account failed
 # to log on" lists them (its table of Windows logon status codes). docs/logons.md quotes each.
@@ -53,6 +54,62 @@ def failure_reason(status: Optional[int], sub_status: Optional[int]) -> str:
         if code is not None and code in _REASON_OF_STATUS:
             return _REASON_OF_STATUS[code]
     return "other"
+
+
+# LocalSessionManager event 40's reason code: the server's disconnect reason of the RDP protocol, as
+# Microsoft documents it in MS-RDPBCGR 2.2.5.1.1 (Set Error Info PDU, errorInfo) and the Remote Desktop
+# ActiveX control's ExtendedDisconnectReasonCode (the same numbers). docs/logons.md quotes each one and
+# says why a code is where it is.
+_DISCONNECT_OF_CODE: Dict[int, str] = {
+    11: "client",  # ERRINFO_RPC_INITIATED_DISCONNECT_BYUSER: from within the user's own session
+    3: "time_limit",  # ERRINFO_IDLE_TIMEOUT: the idle session limit elapsed
+    4: "time_limit",  # ERRINFO_LOGON_TIMEOUT: the active session limit elapsed
+    5: "replaced",  # ERRINFO_DISCONNECTED_BY_OTHERCONNECTION: another connection took the session
+    1: "server",  # ERRINFO_RPC_INITIATED_DISCONNECT: an administrative tool in another session
+    6: "server",  # ERRINFO_OUT_OF_MEMORY
+    7: "server",  # ERRINFO_SERVER_DENIED_CONNECTION
+    8: "server",  # exDiscReasonServerDeniedConnectionFips
+    9: "server",  # ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES
+    10: "server",  # ERRINFO_SERVER_FRESH_CREDENTIALS_REQUIRED
+}
+LOGOFF_CODES = frozenset({2, 12})  # a forced logoff (2) and the user logging off (12): an end, not a disconnect
+LICENSING_CODES = range(0x100, 0x10C)  # ERRINFO_LICENSE_*: 256 internal ... 267 creating the license store denied
+PROTOCOL_CODES = range(0x1000, 0x8000)  # exDiscReasonProtocolRange 4096-32767: the RDP stack's own errors
+
+
+def disconnect_reason(code: Optional[int]) -> Optional[str]:
+    """Event 40's reason code -> a reason of DISCONNECT_REASONS; None for a logoff (not a disconnect).
+
+    >>> [disconnect_reason(c) for c in (11, 3, 5, 258, 4360, 0, 12)]
+    ['client', 'time_limit', 'replaced', 'licensing', 'network', 'other', None]
+    """
+    if code in LOGOFF_CODES:
+        return None
+    if code is None:
+        return "other"
+    if code in _DISCONNECT_OF_CODE:
+        return _DISCONNECT_OF_CODE[code]
+    if code in LICENSING_CODES:
+        return "licensing"
+    if code in PROTOCOL_CODES:
+        return "network"
+    return "other"  # 0 (no information: the client went away), 768 (bad credentials), anything new
+
+
+# Accounts Windows itself logs on as interactive (logon type 2) for every session: the Desktop Window
+# Manager's Window Manager\DWM-n and the user-mode font driver's Font Driver Host\UMFD-n. Not users.
+VIRTUAL_LOGON_DOMAINS = frozenset({"window manager", "font driver host"})
+VIRTUAL_LOGON_SIDS = ("S-1-5-90-", "S-1-5-96-")  # their SIDs: S-1-5-90-0-n (DWM), S-1-5-96-0-n (UMFD)
+INTERACTIVE_LOGON_TYPES = (2, 10, 11)  # Interactive, RemoteInteractive, CachedInteractive: a user at a desktop
+
+
+def is_user_logon(logon_type: Optional[int], domain: Optional[str], sid: Optional[str]) -> bool:
+    """Whether a 4624 is a person logging on at a desktop: an interactive logon type, not a virtual account."""
+    if logon_type not in INTERACTIVE_LOGON_TYPES:
+        return False
+    if domain is not None and domain.strip().lower() in VIRTUAL_LOGON_DOMAINS:
+        return False
+    return not (sid is not None and sid.upper().startswith(VIRTUAL_LOGON_SIDS))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from bisect import bisect_left
 from typing import Dict, List
 
 from agent.logons.matching import FAILURE_REASONS, PHASES, Logon
-from contract.report import LOGON_DURATION_BUCKETS, Logons
+from contract.report import DISCONNECT_REASONS, LOGON_DURATION_BUCKETS, Logons
 
 
 class LogonTotals:
@@ -29,6 +29,8 @@ class LogonTotals:
         self._missing: Dict[str, int] = {p: 0 for p in PHASES}
         self._failures: Dict[str, int] = {r: 0 for r in FAILURE_REASONS}
         self.events_skipped = 0
+        self.successes = 0
+        self._disconnects: Dict[str, int] = {r: 0 for r in DISCONNECT_REASONS}
 
     def add_logon(self, logon: Logon) -> None:
         i = bisect_left(LOGON_DURATION_BUCKETS, logon.total_seconds)  # le: a 5.0 s logon is in the 5 s bucket
@@ -46,6 +48,12 @@ class LogonTotals:
     def add_failure(self, reason: str) -> None:
         self._failures[reason if reason in self._failures else "other"] += 1
 
+    def add_success(self) -> None:
+        self.successes += 1
+
+    def add_disconnect(self, reason: str) -> None:
+        self._disconnects[reason if reason in self._disconnects else "other"] += 1
+
     def reading(self) -> Logons:
         cumulative, running = [], 0
         for n in self._buckets:
@@ -60,4 +68,6 @@ class LogonTotals:
             phases_missing=tuple((p, self._missing[p]) for p in PHASES),
             failures=tuple((r, self._failures[r]) for r in FAILURE_REASONS),
             events_skipped=self.events_skipped,
+            successes=self.successes,
+            disconnect_reasons=tuple((r, self._disconnects[r]) for r in DISCONNECT_REASONS),
         )

@@ -18,6 +18,10 @@ from agent.runner import agent_info, build_report
 from agent.sim import Simulation
 from agent.simfarm import Farm
 from contract.report import (
+    DISCONNECT_REASONS,
+    LOGON_DURATION_BUCKETS,
+    LOGON_FAILURE_REASONS,
+    LOGON_PHASES,
     SESSION_PROTOCOLS,
     SESSION_STATES,
     AppUsage,
@@ -27,6 +31,7 @@ from contract.report import (
     Filesystem,
     Interface,
     Load,
+    Logons,
     Memory,
     ProcessGroup,
     Report,
@@ -134,6 +139,26 @@ def sessions(draw) -> Sessions:
     )
 
 
+@st.composite
+def logons(draw) -> Logons:
+    """A logons reading as an agent sends it: every phase and reason, and the newer fields present or not."""
+    per_bucket = draw(st.lists(st.integers(0, 1000), min_size=len(LOGON_DURATION_BUCKETS) + 1,
+                               max_size=len(LOGON_DURATION_BUCKETS) + 1))
+    cumulative = tuple(sum(per_bucket[:i + 1]) for i in range(len(LOGON_DURATION_BUCKETS)))
+
+    def counts(names):
+        return tuple((n, draw(st.integers(0, 10**9))) for n in names)
+
+    return Logons(
+        duration_buckets=cumulative, duration_sum_seconds=draw(seconds), duration_count=sum(per_bucket),
+        phase_sum_seconds=tuple((p, draw(seconds)) for p in LOGON_PHASES), phase_count=counts(LOGON_PHASES),
+        phases_missing=counts(LOGON_PHASES), failures=counts(LOGON_FAILURE_REASONS),
+        events_skipped=draw(st.integers(0, 10**9)),
+        successes=draw(st.one_of(st.none(), st.integers(0, 10**9))),
+        disconnect_reasons=draw(st.one_of(st.none(), st.builds(lambda: counts(DISCONNECT_REASONS)))),
+    )
+
+
 readings = st.fixed_dictionaries({}, optional={
     "cpu": st.builds(cpu_times, st.integers(1, 65536),
                      st.dictionaries(st.text("abcdefgh_", min_size=1, max_size=8), seconds, max_size=8)),
@@ -146,6 +171,7 @@ readings = st.fixed_dictionaries({}, optional={
     "system": st.builds(System, seconds, st.integers(0, 10**7)),
     "sessions": sessions(),
     "capacity": st.builds(Capacity, st.one_of(st.none(), st.integers(1, 10**6)), st.booleans(), st.booleans()),
+    "logons": logons(),
 })
 
 

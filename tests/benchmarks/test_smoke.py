@@ -40,3 +40,15 @@ def test_agent_benchmark_smoke(tmp_path) -> None:
     assert result["agent"]["cpu_per_collection_s"] > 0 and result["agent"]["max_rss_bytes"] > 0
     assert result["node_exporter"]["cpu_per_scrape_s"] > 0
     assert "| vdiwatch-agent |" in r.stdout and "| node_exporter (per scrape) |" in r.stdout
+
+
+def test_agent_benchmark_with_logon_events_smoke(tmp_path) -> None:
+    out = tmp_path / "agent.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.agent_bench", "--processes", "50", "--collections", "3",
+                        "--logon-events", "200", "--json", str(out)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    agent = json.loads(out.read_text())["agent"]
+    assert "logons" in agent["collectors"] and agent["logons_counted"] > 0
+    assert 0 < agent["logons_cpu_per_collection_s"] < agent["cpu_per_collection_s"]
+    assert "logons collector alone:" in r.stdout

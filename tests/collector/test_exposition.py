@@ -192,3 +192,15 @@ def test_logon_histogram_and_phase_summary_parse_as_such() -> None:
     assert "# TYPE vdi_logon_duration_seconds histogram\n" in text
     assert "# TYPE vdi_logon_phase_seconds summary\n" in text
 
+
+
+def test_an_agent_without_successes_or_disconnect_reasons_has_none_of_those_series() -> None:
+    """Unknown is not zero: a ratio over successes must not see 0 from an agent that does not read 4624."""
+    doc = json.loads((FIXTURES / "reports" / "rdsh-03-maintenance.json").read_text())
+    del doc["readings"]["logons"]["successes"], doc["readings"]["logons"]["disconnect_reasons"]
+    text = rendering.exposition([parse_report(doc)])
+    assert "vdi_logon_failures_total{" in text
+    assert "vdi_logon_successes_total{" not in text and "vdi_session_disconnect_reasons_total{" not in text
+    full = exposition("rdsh-03-maintenance.json")
+    reasons = [line for line in full.splitlines() if line.startswith("vdi_session_disconnect_reasons_total{")]
+    assert len(reasons) == 7 and 'reason="client"} 0' in reasons[0]  # every reason, 0 when none

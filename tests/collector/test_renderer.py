@@ -85,3 +85,62 @@ def test_store_and_renderer_agree_whatever_the_clock_says() -> None:
     exposition = b"".join(family_parts(renderer.columns())).decode()
     assert store.get("vda-win-01").report.delivery_group == "Group B"
     assert 'delivery_group="Group B"' in exposition and "Group A" not in exposition
+
+
+def lines_of(exposition: str, host: str) -> set:
+    return {line.split("{")[0] for line in exposition.splitlines() if f'host="{host}"' in line}
+
+
+LIVENESS_ONLY = {"vdi_agent_up", "vdi_host_state", "vdi_agent_last_report_timestamp_seconds", "vdi_agent_info"}
+
+
+def test_a_silent_host_serves_its_liveness_only_and_its_next_report_everything_again() -> None:
+    clock = FakeClock(NOW)
+    store = HostStore(clock=clock, monotonic=clock)
+    renderer = Renderer(store)
+    renderer.stored(store.put(report()))
+    fresh = lines_of(text(renderer), "vda-win-01")
+    assert {"vdi_sessions", "vdi_host_cpus", "vdi_host_memory_total_bytes"} <= fresh
+    clock.now += 46  # three missed intervals of 15 s
+    silent = text(renderer)
+    assert lines_of(silent, "vda-win-01") == LIVENESS_ONLY
+    assert 'vdi_agent_up{host="vda-win-01",site="City Hall",delivery_group="Office Desktops"} 0' in silent
+    assert 'state="stale"} 1' in silent
+    renderer.stored(store.put(report()))
+    assert lines_of(text(renderer), "vda-win-01") == fresh
+
+
+def test_a_host_that_said_goodbye_serves_no_readings_and_no_agent_up() -> None:
+    clock = FakeClock(NOW)
+    store = HostStore(clock=clock, monotonic=clock)
+    renderer = Renderer(store)
+    renderer.stored(store.put(report(goodbye=True)))
+    # its slots stay: a powered-down pool desktop is still part of the pool's capacity
+    assert lines_of(text(renderer), "vda-win-01") == LIVENESS_ONLY - {"vdi_agent_up"} | {"vdi_host_max_sessions"}
+
+
+def test_a_host_found_silent_by_the_first_scrape_is_silent_there() -> None:
+    """A restored snapshot's host, older than its stale limit, never served its old readings."""
+    clock = FakeClock(NOW)
+    store = HostStore(clock=clock, monotonic=clock)
+    store.restore([(clock.now - 600, report())])
+    assert lines_of(text(Renderer(store)), "vda-win-01") == LIVENESS_ONLY
+
+
+def test_a_plain_sum_over_two_replicas_counts_a_failed_over_host_once() -> None:
+    """The agent reported to replica A, then to B: once A's copy is stale, only B's readings are served."""
+    clock = FakeClock(NOW)
+    a, b = HostStore(clock=clock, monotonic=clock), HostStore(clock=clock, monotonic=clock)
+    ra, rb = Renderer(a), Renderer(b)
+    ra.stored(a.put(report()))
+    for _ in range(4):
+        clock.now += 15
+        rb.stored(b.put(report()))
+
+    def active(exposition: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+                   if line.startswith("vdi_sessions{") and 'state="active"' in line)
+
+    one_copy = active(text(rb))
+    assert one_copy > 0
+    assert active(text(ra)) + active(text(rb)) == one_copy

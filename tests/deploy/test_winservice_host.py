@@ -32,8 +32,12 @@ from tests.conftest import wait_until
 # winsvc.h
 SERVICE_STOPPED, SERVICE_START_PENDING, SERVICE_STOP_PENDING, SERVICE_RUNNING = 1, 2, 3, 4
 SERVICE_ACCEPT_STOP, SERVICE_ACCEPT_SHUTDOWN, SERVICE_ACCEPT_PRESHUTDOWN = 0x1, 0x4, 0x100
+SERVICE_ACCEPT_POWEREVENT = 0x40
 SERVICE_CONTROL_STOP, SERVICE_CONTROL_INTERROGATE, SERVICE_CONTROL_SHUTDOWN = 1, 4, 5
-SERVICE_CONTROL_PRESHUTDOWN = 0xF
+SERVICE_CONTROL_POWEREVENT, SERVICE_CONTROL_PRESHUTDOWN = 0xD, 0xF
+# WinUser.h, the dwEventType of SERVICE_CONTROL_POWEREVENT
+PBT_APMQUERYSUSPEND, PBT_APMSUSPEND, PBT_APMRESUMESUSPEND, PBT_APMPOWERSTATUSCHANGE = 0x0, 0x4, 0x7, 0xA
+PBT_APMRESUMEAUTOMATIC = 0x12
 SERVICE_CONFIG_DESCRIPTION, SERVICE_CONFIG_FAILURE_ACTIONS = 1, 2
 SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, SERVICE_CONFIG_PRESHUTDOWN_INFO = 4, 7
 SC_ACTION_RESTART = 1
@@ -56,7 +60,8 @@ class FakeWin32Service:
     SERVICE_STOPPED, SERVICE_START_PENDING = SERVICE_STOPPED, SERVICE_START_PENDING
     SERVICE_STOP_PENDING, SERVICE_RUNNING = SERVICE_STOP_PENDING, SERVICE_RUNNING
     SERVICE_ACCEPT_STOP, SERVICE_ACCEPT_SHUTDOWN = SERVICE_ACCEPT_STOP, SERVICE_ACCEPT_SHUTDOWN
-    SERVICE_ACCEPT_PRESHUTDOWN = SERVICE_ACCEPT_PRESHUTDOWN
+    SERVICE_ACCEPT_PRESHUTDOWN, SERVICE_ACCEPT_POWEREVENT = SERVICE_ACCEPT_PRESHUTDOWN, SERVICE_ACCEPT_POWEREVENT
+    SERVICE_CONTROL_POWEREVENT = SERVICE_CONTROL_POWEREVENT
     SERVICE_CONTROL_STOP, SERVICE_CONTROL_SHUTDOWN = SERVICE_CONTROL_STOP, SERVICE_CONTROL_SHUTDOWN
     SERVICE_CONTROL_INTERROGATE, SERVICE_CONTROL_PRESHUTDOWN = SERVICE_CONTROL_INTERROGATE, SERVICE_CONTROL_PRESHUTDOWN
     SERVICE_CONFIG_DESCRIPTION = SERVICE_CONFIG_DESCRIPTION
@@ -191,6 +196,12 @@ class FakeAgent:
     def close(self) -> None:
         self.events.append("closed")
 
+    def suspend(self, timeout: float) -> None:
+        self.events.append(f"suspend within {timeout} s")
+
+    def resume(self) -> None:
+        self.events.append("resume")
+
 
 def service(tmp_path: Path, events: List[str], load: Any = None, **agent: Any) -> Tuple[Any, FakeWin32Service]:
     ws = FakeWin32Service()
@@ -238,6 +249,28 @@ def test_the_service_accepts_stop_shutdown_and_preshutdown(tmp_path) -> None:
     accepted = svc.GetAcceptedControls()
     assert accepted & SERVICE_ACCEPT_STOP and accepted & SERVICE_ACCEPT_SHUTDOWN
     assert accepted & SERVICE_ACCEPT_PRESHUTDOWN
+
+
+def test_sleep_and_wake_reach_the_agent_and_other_power_events_change_nothing(tmp_path) -> None:
+    events: List[str] = []
+    svc, ws = service(tmp_path, events)
+    assert svc.GetAcceptedControls() & SERVICE_ACCEPT_POWEREVENT, "without it Windows sends no power event"
+    t = threading.Thread(target=svc.SvcRun)
+    t.start()
+    wait_until(lambda: "running" in events, what="the agent to run")
+    for event_type in (PBT_APMQUERYSUSPEND, PBT_APMPOWERSTATUSCHANGE, PBT_APMSUSPEND, PBT_APMRESUMEAUTOMATIC,
+                       PBT_APMRESUMESUSPEND):
+        # NO_ERROR: a query to suspend is never refused, the agent is not worth keeping a laptop awake
+        assert svc.ServiceCtrlHandlerEx(SERVICE_CONTROL_POWEREVENT, event_type, None) == 0
+    svc.ServiceCtrlHandlerEx(SERVICE_CONTROL_STOP, 0, None)
+    t.join(10)
+    assert events == ["running", "suspend within 1.5 s", "resume", "resume", "goodbye", "closed"]
+    assert SERVICE_STOP_PENDING in statuses(ws) and statuses(ws).count(SERVICE_RUNNING) == 1
+
+
+def test_a_power_event_before_the_agent_is_built_is_ignored(tmp_path) -> None:
+    svc, _ws = service(tmp_path, [])
+    assert svc.ServiceCtrlHandlerEx(SERVICE_CONTROL_POWEREVENT, PBT_APMSUSPEND, None) == 0
 
 
 def test_an_agent_that_ends_without_a_stop_request_is_a_failure(tmp_path) -> None:

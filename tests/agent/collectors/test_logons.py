@@ -67,6 +67,7 @@ def test_queries_ask_only_for_the_event_ids_used(tmp_path):
     log, _ = started(tmp_path)
     assert {q for _, q in log.queries} == {xpath(ids) for _, ids in CHANNELS}
     assert xpath((21, 22)) == "*[System[(EventID=21 or EventID=22)]]"
+    assert dict(CHANNELS)["Security"] == (4624, 4625)
 
 
 def test_logons_and_failures_from_the_fixtures(tmp_path):
@@ -80,6 +81,19 @@ def test_logons_and_failures_from_the_fixtures(tmp_path):
     assert dict(r.failures) == {"bad_password": 1, "unknown_user": 1, "locked_out": 1, "expired": 1, "disabled": 1,
                                 "restricted": 1, "other": 1}
     assert r.events_skipped == 0 and c.unreadable == 0
+
+
+def test_successes_and_disconnect_reasons_from_the_session_fixtures(tmp_path):
+    log, c = started(tmp_path)
+    log.append("server_vda_sessions.xml", "desktop_vda_sessions.xml", "rds_host_sessions.xml")
+    r = c.collect()
+    # carol and dan (type 10), erin (cached, 11), hank (10); not DWM-n, UMFD-n, a network logon (3), an unlock (7)
+    assert r.successes == 4
+    assert dict(r.failures)["bad_password"] == 4  # the denominator's partner: 4 failed, 4 succeeded
+    # a logoff's event 40 (reasons 12 and 2) is not a disconnect
+    assert dict(r.disconnect_reasons) == {"client": 1, "time_limit": 2, "replaced": 1, "network": 1, "server": 1,
+                                          "licensing": 1, "other": 1}
+    assert c.unreadable == 0
 
 
 def test_a_missing_phase_is_counted_missing(tmp_path):
@@ -103,12 +117,14 @@ def test_a_restart_neither_loses_nor_double_counts(tmp_path):
     log.append("server_vda.xml")
     assert c.collect().duration_count == 2
     saved = json.loads((tmp_path / "bookmarks.json").read_text())
-    assert saved["Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"] == "204"
-    log.append("rds_host.xml")  # written while the agent was down (later record ids in every channel)
+    assert saved["Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"] == "206"  # event 40 read
+    log.append("rds_host.xml", "rds_host_sessions.xml")  # written while the agent was down (later record ids)
     again = collector(log, tmp_path)  # a new process: counters from 0, bookmarks from the file
     r = again.collect()
     assert r.duration_count == 0  # the logons were counted by the previous process
-    assert sum(n for _, n in r.failures) == 7  # the failures written while it was down are not lost
+    assert dict(r.disconnect_reasons)["replaced"] == 0  # and so was session 3's disconnect
+    assert sum(n for _, n in r.failures) == 10  # the failures written while it was down are not lost
+    assert (r.successes, sum(n for _, n in r.disconnect_reasons)) == (1, 3)  # nor the logon and disconnects
 
 
 def test_the_cap_passes_over_the_rest_and_counts_it(tmp_path):
@@ -178,3 +194,14 @@ def test_no_channel_at_all_fails_the_collector(tmp_path):
     log.read = broken
     with pytest.raises(RuntimeError, match="no event log channel can be read"):
         c.collect()
+
+
+def test_the_rds_fixture_report_carries_this_collectors_reading(tmp_path):
+    """tests/fixtures/reports/rdsh-03-maintenance.json (golden file, status page) holds what this collector reads."""
+    from contract.report import parse_report
+    from tests.agent.logons.fixtures import FIXTURES
+
+    log, c = started(tmp_path)
+    log.append("server_vda.xml", "rds_host.xml", "rds_host_sessions.xml")
+    doc = json.loads((FIXTURES.parent / "reports" / "rdsh-03-maintenance.json").read_text())
+    assert parse_report(doc).logons == c.collect()

@@ -53,6 +53,31 @@ def test_an_older_agent_without_logons_stays_valid():
     assert parse_report(BASE).logons is None
 
 
+def test_an_agent_without_successes_and_disconnect_reasons_stays_valid_and_sends_none():
+    r = parse_report(report(LOGONS))
+    assert (r.logons.successes, r.logons.disconnect_reasons) == (None, None)  # unknown, not zero
+    assert "successes" not in report_to_doc(r)["readings"]["logons"]
+
+
+def test_successes_and_disconnect_reasons_round_trip_with_every_reason():
+    r = parse_report(report(dict(LOGONS, successes=40, disconnect_reasons={"network": 3, "client": 2})))
+    assert r.logons.successes == 40
+    assert r.logons.disconnect_reasons == (("client", 2), ("time_limit", 0), ("replaced", 0), ("network", 3),
+                                           ("server", 0), ("licensing", 0), ("other", 0))
+    assert parse_report(json.loads(json.dumps(report_to_doc(r)))) == r
+
+
+def test_bad_successes_and_disconnect_reasons_are_refused_with_their_path():
+    assert problems(dict(LOGONS, successes=-1)) == [("readings.logons.successes", "out_of_range")]
+    assert problems(dict(LOGONS, successes="12")) == [("readings.logons.successes", "wrong_type")]
+    assert problems(dict(LOGONS, disconnect_reasons={"wifi": 1})) == [
+        ("readings.logons.disconnect_reasons.wifi", "invalid_value")]
+    assert problems(dict(LOGONS, disconnect_reasons={"network": -2})) == [
+        ("readings.logons.disconnect_reasons.network", "out_of_range")]
+    assert problems(dict(LOGONS, disconnect_reasons=[1, 2])) == [("readings.logons.disconnect_reasons",
+                                                                  "wrong_type")]
+
+
 def test_bad_logons_are_refused_with_their_path():
     assert problems(dict(LOGONS, duration_buckets=[1, 2])) == [("readings.logons.duration_buckets", "invalid_value")]
     assert problems(dict(LOGONS, duration_buckets=[2, 1] + [2] * (len(LOGON_DURATION_BUCKETS) - 2))) == [

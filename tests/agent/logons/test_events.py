@@ -1,5 +1,5 @@
-from agent.logons.events import Event, parse_event, parse_time
-from tests.agent.logons.fixtures import event_xmls
+from agent.logons.events import KINDS, Event, event_from_values, parse_event, parse_time
+from tests.agent.logons.fixtures import ALL, event_xmls, rendered_values
 
 LSM_21 = """<Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System>
 <Provider Name="Microsoft-Windows-TerminalServices-LocalSessionManager" Guid="{5D896912-022D-40AA-A3A8-4FA5515C76D7}"/>
@@ -39,7 +39,7 @@ def test_unknown_malformed_and_incomplete_events_are_none():
 
 
 def test_every_fixture_event_parses():
-    for name in ("server_vda.xml", "desktop_vda.xml", "rds_host.xml"):
+    for name in ALL:
         kinds = [parse_event(x) for x in event_xmls(name)]
         assert None not in kinds, name
 
@@ -55,3 +55,35 @@ def test_disconnect_reason_from_event_40():
     events = [parse_event(x) for x in event_xmls("server_vda.xml")]
     (reason,) = [e for e in events if e.kind == "disconnect_reason"]
     assert (reason.session_id, reason.reason_code) == (3, 5)
+
+
+def test_rendered_values_give_the_same_record_as_the_xml():
+    """The agent renders values (EvtRenderEventValues), the fixtures hold XML: both must make one record."""
+    seen = set()
+    for name in ALL:
+        for xml in event_xmls(name):
+            from_xml = parse_event(xml)
+            assert event_from_values(rendered_values(xml)) == from_xml, (name, from_xml)
+            seen.add(from_xml.kind)
+    assert seen == set(KINDS.values())  # every kind of event the agent knows is in the fixtures
+
+
+def test_values_of_a_4624_and_an_event_40():
+    xml = [x for x in event_xmls("server_vda_sessions.xml") if ">7002<" in x][0]
+    e = event_from_values(rendered_values(xml))
+    assert (e.kind, e.logon_type, e.account_domain, e.account_sid) == ("logon_success", 2, "Window Manager",
+                                                                       "S-1-5-90-0-5")
+    forty = [x for x in event_xmls("rds_host_sessions.xml") if ">954<" in x][0]
+    assert event_from_values(rendered_values(forty)).reason_code == 4498
+
+
+def test_values_that_do_not_fit_are_none():
+    values = rendered_values(event_xmls("server_vda.xml")[0])
+    assert event_from_values(values[:-1]) is None  # not the context's length
+    assert event_from_values([(None, 0)] * len(values)) is None  # no channel: not an event used
+    unknown = list(values)
+    unknown[1] = (41, 6)
+    assert event_from_values(unknown) is None
+    no_time = list(values)
+    no_time[3] = (None, 0)
+    assert event_from_values(no_time) is None
