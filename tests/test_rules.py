@@ -137,7 +137,7 @@ def test_amtool_check_config() -> None:
     amtool = require_tool("amtool")
     r = run([amtool, "check-config", str(ALERTMANAGER_CONFIG)])
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
-    assert "8 inhibit rules" in r.stdout, r.stdout
+    assert "9 inhibit rules" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("labels, receivers", [
@@ -468,6 +468,11 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
         {"alertname": "VdiDeliveryGroupInputDelayFastBurn", "delivery_group": "Office", **page},
         {"alertname": "VdiDeliveryGroupInputDelaySlowBurn", "delivery_group": "Office", "severity": "ticket"},
         {"alertname": "VdiDeliveryGroupInputDelayBudgetBurn", "delivery_group": "Finance", "severity": "ticket"},
+        {"alertname": "VdiDeliveryGroupLogonFailures", "site": "Library", "delivery_group": "Lib", **page},
+        {"alertname": "VdiHostLogonFailures", "host": "lib-02", "site": "Library", "delivery_group": "Lib",
+         "severity": "ticket"},
+        {"alertname": "VdiHostLogonFailures", "host": "fin-01", "site": "City Hall", "delivery_group": "Finance",
+         "severity": "ticket"},
     )
     assert alertmanager.states() == {
         "VdiManyAgentsDown/Library": "active",
@@ -483,6 +488,9 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
         "VdiDeliveryGroupInputDelayFastBurn/Office": "active",
         "VdiDeliveryGroupInputDelaySlowBurn/Office": "suppressed",  # the fast burn covers the slow one
         "VdiDeliveryGroupInputDelayBudgetBurn/Finance": "active",   # another group
+        "VdiDeliveryGroupLogonFailures/Lib": "active",
+        "VdiHostLogonFailures/lib-02": "suppressed",          # its group's page covers it
+        "VdiHostLogonFailures/fin-01": "active",              # another group
     }
 
     alertmanager.post({"alertname": "VdiwatchCollectorDown", "job": "vdiwatch-collector", "instance": "a", **page},
@@ -492,4 +500,4 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
     states = alertmanager.states()
     assert states.pop("VdiwatchCollectorDown/a") == "active"
     assert states.pop("VdiwatchCollectorRejectingReports/b") == "active"
-    assert len(states) == 13 and set(states.values()) == {"suppressed"}, states
+    assert len(states) == 16 and set(states.values()) == {"suppressed"}, states
