@@ -273,8 +273,6 @@ def test_alert_test_files_pin_the_group_order(rule_tests: Dict[str, dict]) -> No
 # Delete this set once docs/metrics.md lists them: test_pending_metrics_...
 # below says when.
 PENDING_CONTRACT = {
-    "vdi_logon_successes_total",
-    "vdi_session_disconnect_reasons_total",
     "vdi_session_input_delay_seconds_bucket",
     "vdi_session_rtt_seconds_bucket",
 }
