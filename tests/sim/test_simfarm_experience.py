@@ -85,3 +85,27 @@ def test_the_experience_stream_leaves_the_sessions_draws_as_they_were() -> None:
     day(b, 10)
     assert [sorted(h.sessions) for h in a.hosts] == [sorted(h.sessions) for h in b.hosts]
     assert [h.logon_totals.reading() for h in a.hosts] == [h.logon_totals.reading() for h in b.hosts]
+
+
+def test_the_command_line_puts_a_fault_on_a_whole_site(monkeypatch) -> None:
+    import agent.sim
+
+    faulted = {}
+
+    class Stop(Exception):
+        pass
+
+    def no_run(sim, _stop):
+        faulted.update({h.name: dict(h.faults) for h in sim.farm.hosts})
+        sim.pool.shutdown()
+        raise Stop
+
+    monkeypatch.setattr(agent.sim.Simulation, "run", no_run)
+    monkeypatch.setattr(agent.sim.signal, "signal", lambda *_args: None)  # leave the test run's handlers alone
+    with pytest.raises(Stop):
+        agent.sim.main(["--hosts", "6", "--sites", "2", "--site-fault", "site-2=network_degraded",
+                        "--collector", "http://127.0.0.1:9"])
+    sites = {h.name: h.site for h in Farm.build(6, 2, seed=1).hosts}
+    assert {n for n, f in faulted.items() if "network_degraded" in f} == {n for n, s in sites.items() if s == "site-2"}
+    with pytest.raises(SystemExit):
+        agent.sim.main(["--hosts", "6", "--site-fault", "site-9=network_degraded"])
