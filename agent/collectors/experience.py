@@ -60,10 +60,11 @@ WHY_MISSING = {
 
 
 def wts_winstations(api) -> Callable[[], Dict[str, int]]:
-    """The user sessions' WinStation names (lower case) and ids from the WTS enumeration."""
+    """The WinStation names (lower case) and ids of the sessions someone is logged on to, from the WTS
+    enumeration (not the Services session, a listener, or the console at its logon screen)."""
     def read() -> Dict[str, int]:
         return {e.session_name.lower(): e.session_id for e in api.enumerate_sessions()
-                if e.session_name and skip_reason(e) is None}
+                if e.session_name and e.user_name and skip_reason(e) is None}
     return read
 
 

@@ -99,3 +99,12 @@ def test_what_the_collector_reads_survives_the_contract() -> None:
 def test_not_built_off_windows() -> None:
     with pytest.raises(RuntimeError, match="Windows performance counters"):
         ExperienceCollector.from_context(Context(psutil=None, os="linux"))
+
+
+def test_only_sessions_with_a_user_name_their_winstation() -> None:
+    from agent.collectors.experience import wts_winstations
+    from tests.agent.sessions.fakes import FakeWtsApi
+
+    # server VDA: Services, two listeners, the console at its logon screen, two HDX sessions, one disconnected
+    assert wts_winstations(FakeWtsApi("wts_server_vda.json"))() == {"ica-cgp#0": 2, "ica-cgp#1": 3}
+    assert wts_winstations(FakeWtsApi("wts_desktop_vda.json"))() == {"console": 1}
