@@ -3,7 +3,7 @@
 One PDH query, opened at the first collection and kept open (rate counters need two
 collections), holds every counter of agent.experience.counters; each interval collects it
 once. Counter sets the host lacks (no User Input Delay before Windows Server 2019 / Windows 10
-1809, no ICA Session without a Citrix VDA, no RemoteFX Network before Windows 8 / Server 2012)
+1809, no ICA Session without a Citrix VDA, no RemoteFX Network counters)
 are left out of the reading, said once in the log when the query is opened; a host with none
 of them sends no section. Instances are matched to sessions by the WinStation names of the WTS
 enumeration; names never leave the agent. Every value counts since the agent started

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 # Windows Server 2019 / Windows 10 1809 and later: one instance per session id, plus "Max" and "Average"; ms.
 INPUT_DELAY = r"\User Input Delay per Session(*)\Max Input Delay"
-# RDP (RemoteFX Network, Windows 8 / Server 2012 and later): one instance per RDP connection, "RDP-Tcp 37"
+# RDP (RemoteFX Network): one instance per RDP connection, "RDP-Tcp 37"
 # for the session "RDP-Tcp#37"; round trips in ms; bytes since the connection started.
 RDP_TCP_RTT = r"\RemoteFX Network(*)\Current TCP RTT"
 RDP_UDP_RTT = r"\RemoteFX Network(*)\Current UDP RTT"
