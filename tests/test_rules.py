@@ -268,16 +268,6 @@ def test_alert_test_files_pin_the_group_order(rule_tests: Dict[str, dict]) -> No
 # The metric contract
 
 
-# Metrics of issues 15 and 16 that the agent and collector branches add to
-# docs/metrics.md (names and labels fixed); the rules read them already.
-# Delete this set once docs/metrics.md lists them: test_pending_metrics_...
-# below says when.
-PENDING_CONTRACT = {
-    "vdi_session_input_delay_seconds_bucket",
-    "vdi_session_rtt_seconds_bucket",
-}
-
-
 def contract_metrics() -> Set[str]:
     """Metric names of docs/metrics.md's tables; a histogram row stands for its _bucket, _sum and _count
     series, a summary row for _sum and _count."""
@@ -311,20 +301,7 @@ def test_rules_use_only_metrics_of_the_contract(alerts: Dict[str, dict], records
         for text in rule_texts(rule):
             used.update(METRIC_RE.findall(text))
     assert used, "no metric found: the pattern is broken"
-    assert used - contract - PENDING_CONTRACT == set(), "metrics not in docs/metrics.md"
-
-
-def test_pending_metrics_are_used_and_not_yet_in_the_contract(alerts: Dict[str, dict],
-                                                             records: Dict[str, dict]) -> None:
-    """PENDING_CONTRACT only holds what the rules read and docs/metrics.md does not list yet."""
-    used: Set[str] = set()
-    for rule in [*alerts.values(), *records.values()]:
-        for text in rule_texts(rule):
-            used.update(METRIC_RE.findall(text))
-    assert PENDING_CONTRACT <= used, PENDING_CONTRACT - used
-    listed = PENDING_CONTRACT & contract_metrics()
-    if listed:
-        pytest.xfail(f"docs/metrics.md lists {sorted(listed)} now: remove them from PENDING_CONTRACT")
+    assert used - contract == set(), "metrics not in docs/metrics.md"
 
 
 def test_recording_rules_read_by_rules_exist(alerts: Dict[str, dict], records: Dict[str, dict]) -> None:
