@@ -109,6 +109,8 @@ def contract() -> Tuple[Set[str], List[str]]:
                 names.add(name)
                 if cells[1] == "histogram":
                     names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+                elif cells[1].startswith("summary"):  # "summary (`_sum`, `_count` only)"
+                    names.update(f"{name}{suffix}" for suffix in ("_sum", "_count"))
     return names, prefixes
 
 
@@ -349,7 +351,9 @@ def test_metric_parser_skips_functions_keywords_labels_and_variables() -> None:
 
 def test_contract_parser_reads_the_metric_tables() -> None:
     names, prefixes = contract()
-    assert {"vdi_sessions", "vdi_host_load15", "vdi_collector_report_duration_seconds_bucket"} <= names
+    assert {"vdi_sessions", "vdi_host_load15", "vdi_collector_report_duration_seconds_bucket",
+            "vdi_logon_phase_seconds_sum", "vdi_session_rtt_seconds_bucket"} <= names
+    assert "vdi_logon_phase_seconds_bucket" not in names, "a summary has no buckets"
     assert not {"host", "site", "delivery_group"} & names, "the labels table is not a metric table"
     assert "process_" in prefixes
 

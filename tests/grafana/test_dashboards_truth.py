@@ -483,13 +483,18 @@ def test_capacity_headroom_and_sizing_equal_the_farm(env: Env) -> None:
     assert hosts == {g: 4 if g == dead_group else 5 for g in expected}
     average = by_group(env.query("capacity.json", title, "C"))
     assert set(average.values()) == {20.0, 1.0}
-    # a range covering the whole run, so that the peak cannot change between the two queries
-    peak = by_group(env.query("capacity.json", title, "A", __range="5m"), digits=9)
+    # a range covering the whole run, so that the peak cannot change between the two queries; the farm grew
+    # until it froze, so wait until the subquery's last 5 s step has seen the frozen numbers
+    sessions_now = {g: sum(counts(env, h).get(s, 0) for h in live(env) if h.delivery_group == g
+                           for s in ("active", "idle", "disconnected")) for g in expected}
+
+    def peak_with_frozen_farm() -> Optional[Dict[str, float]]:
+        p = by_group(env.query("capacity.json", title, "A", __range="5m"), digits=9)
+        return p if all(p.get(g, -1) >= n for g, n in sessions_now.items()) else None
+
+    peak = env.prom.wait_until(peak_with_frozen_farm, timeout=15, message="the peak includes the frozen farm")
     needed = by_group(env.query("capacity.json", title, "D", __range="5m"))
     for g in expected:
-        sessions_now = sum(counts(env, h).get(s, 0) for h in live(env) if h.delivery_group == g
-                           for s in ("active", "idle", "disconnected"))
-        assert peak[g] >= sessions_now
         assert needed[g] == math.ceil(peak[g] * 1.2 / average[g])  # the same IEEE arithmetic as Go
 
 
