@@ -141,8 +141,8 @@ def phase_average(m: Sequence[str], window: str, *by: str) -> str:
 # Thresholds shared by the wall and the host dashboard, the same numbers as the alerts and the bands of
 # docs/metrics.md: input delay good under 150 ms, acceptable to 500 ms, poor to 2 s, bad above.
 INPUT_DELAY_STEPS = ((None, "green"), (0.15, "yellow"), (0.5, "orange"), (2, "red"))
-RTT_STEPS = ((None, "green"), (0.1, "yellow"), (0.2, "orange"), (0.5, "red"))
-LOGON_STEPS = ((None, "green"), (45, "yellow"), (90, "orange"), (180, "red"))
+RTT_STEPS = ((None, "green"), (0.1, "yellow"), (0.3, "orange"), (0.5, "red"))  # orange: VdiSiteRoundTripTimeHigh
+LOGON_STEPS = ((None, "green"), (60, "orange"), (180, "red"))  # VdiDeliveryGroupLogonSlow, ...VerySlow
 DROPPED = 'reason=~"network|server"'  # disconnects the user did not choose and no policy made
 
 
@@ -385,10 +385,10 @@ def user_experience_table() -> Panel:
     percentile, failed logons and dropped sessions in the last hour, each cell coloured by its bands."""
     by = "delivery_group"
     cells = (
-        ("Logon p95 (1 h)", quantile(0.95, "vdi_logon_duration_seconds", WALL, "1h", by), "s", 0, LOGON_STEPS),
-        ("Input delay p95 (15 min)", quantile(0.95, "vdi_session_input_delay_seconds", WALL, "15m", by), "s", 2,
+        ("Logon p95 (30 min)", quantile(0.95, "vdi_logon_duration_seconds", WALL, "30m", by), "s", 0, LOGON_STEPS),
+        ("Input delay p95 (5 min)", quantile(0.95, "vdi_session_input_delay_seconds", WALL, "5m", by), "s", 2,
          INPUT_DELAY_STEPS),
-        ("Round trip p95 (15 min)", quantile(0.95, "vdi_session_rtt_seconds", WALL, "15m", by), "s", 2, RTT_STEPS),
+        ("Round trip p95 (10 min)", quantile(0.95, "vdi_session_rtt_seconds", WALL, "10m", by), "s", 2, RTT_STEPS),
         ("Failed logons (1 h)",
          f"sum by ({by}) ({increase('vdi_logon_failures_total', WALL, '1h', 'reason')})", "short", 0,
          ((None, "green"), (5, "orange"), (20, "red"))),
@@ -403,12 +403,13 @@ def user_experience_table() -> Panel:
                  for title, _, unit, decimals, steps in cells]
     return table(
         "User experience per delivery group",
-        "What users feel, per delivery group: logon time (from the profile load or session logon to the shell), "
-        "input delay and protocol round-trip time at the 95th percentile, failed logons and sessions dropped "
-        "by the network or the server. Colours: logon yellow from 45 s, orange from 90 s, red from 180 s; "
-        "input delay yellow from 150 ms (acceptable), orange from 500 ms (poor), red from 2 s (bad); round "
-        "trip yellow from 100 ms, orange from 200 ms, red from 500 ms. An empty cell: nothing measured in the "
-        "window (no logon in the last hour, no session, or no counter on those hosts).",
+        "What users feel, per delivery group, over the windows the alerts use: logon time (from the profile load "
+        "or session logon to the shell) at the 95th percentile over 30 minutes, input delay over 5 minutes and "
+        "protocol round trip over 10 minutes at the 95th percentile, failed logons and sessions dropped by the "
+        "network or the server in the last hour. Colours: logon orange from 60 s (the slow-logon ticket), red "
+        "from 180 s (the page); input delay yellow from 150 ms (acceptable), orange from 500 ms (poor), red from "
+        "2 s (bad); round trip yellow from 100 ms, orange from 300 ms (the round-trip ticket), red from 500 ms. "
+        "An empty cell: nothing measured in the window (no logon, no session, or no counter on those hosts).",
         [target(expr, table=True) for _, expr, _, _, _ in cells],
         columns=["delivery_group", *values],
         rename={"delivery_group": "Delivery group", **{v: c[0] for v, c in zip(values, cells)}},
@@ -651,10 +652,11 @@ def host() -> Dict[str, Any]:
     g.add(8,
           (8, timeseries(
               "Logon duration", "50th and 95th percentile of the host's logons over the last hour, from the "
-              "profile load or session logon (whichever came first) to the shell start. Lines at 90 s and 180 s.",
+              "profile load or session logon (whichever came first) to the shell start. Lines at 60 s and 180 s "
+              "(the slow-logon alerts).",
               [target(quantile(q, "vdi_logon_duration_seconds", HOST, "1h", "host"), f"p{round(q * 100)}")
                for q in (0.5, 0.95)],
-              unit="s", decimals=0, steps=thresholds(*LOGON_STEPS[:1], *LOGON_STEPS[2:]), threshold_style="dashed")),
+              unit="s", decimals=0, steps=thresholds(*LOGON_STEPS), threshold_style="dashed")),
           (8, timeseries(
               "Logon phases", "Average seconds per logon in each phase over the last hour, stacked: profile "
               "(profile load), group_policy (user policy), shell (to the desktop), other (the rest). Where the "
