@@ -9,10 +9,11 @@ Standard library only. Output is deterministic: sorted keys, 2-space indent.
 
 Why a generator: the layout is computed row by row, so panels never overlap,
 and every per-host query goes through one helper, `per_host`, so the replica
-deduplication is the same everywhere. Queries use only the metric contract
-(docs/metrics.md) plus Prometheus' own `up`, `ALERTS` and
-`scrape_duration_seconds`, never recording rules: the dashboards work against a
-Prometheus that has no vdiwatch rules loaded.
+deduplication is the same everywhere. Queries use the metric contract
+(docs/metrics.md), Prometheus' own `up`, `ALERTS` and
+`scrape_duration_seconds`, and, where a panel must show exactly what an alert
+computes (capacity used), the recording rule the alert reads: those panels
+need the project's rules loaded in Prometheus.
 
 Replica deduplication. A host that failed over from one collector replica to
 another is on both for a while: the old replica keeps the host's last report
@@ -366,18 +367,9 @@ PROBLEMS: Tuple[Tuple[str, str, str], ...] = (
 )
 
 
-def group_capacity_used(m: Sequence[str]) -> str:
-    """Share of the open session slots in use per delivery group (0-1), as the capacity alerts see it.
-
-    Sessions (all states) on hosts open for logons over the sum of their vdi_host_max_sessions. A group
-    whose reporting hosts are all closed (drained, in maintenance) shows 1: no logon can land there.
-    """
-    slots = gauge("vdi_host_max_sessions", m)
-    opened = open_hosts(m)
-    used = (f"sum by (delivery_group) ({host_sessions(m)} * on (host, site, delivery_group) {opened})"
-            f" / (sum by (delivery_group) ({slots} * on (host, site, delivery_group) {opened}) > 0)")
-    closed = f"sum by (delivery_group) ({slots} and on (host) {reporting(m)}) * 0 + 1"
-    return f"({used}) or ({closed})"
+# What the capacity alerts read (config/prometheus/rules/vdiwatch-recording.yml), so that the wall and the
+# alerts cannot disagree; a delivery group spans sites, so only the group variable applies.
+CAPACITY_RULE = 'delivery_group:vdi_capacity_used:ratio{delivery_group=~"$delivery_group"}'
 
 
 def user_experience_table() -> Panel:
@@ -423,7 +415,7 @@ def wall() -> Dict[str, Any]:
         stats.append(stat(
             f"Sessions {state}", f"Sessions in state {state} on the hosts that report now, all protocols.",
             [target(f"sum({live_sessions(WALL, extra=[is_('state', state)])})", state, instant=True)],
-            big=True, steps=fixed(STATE_COLORS[state]), decimals=0))
+            big=True, steps=fixed("blue"), decimals=0))  # a count, not a status: neutral
     stats.append(stat(
         "Hosts up / total",
         "up: hosts whose agent reports (maintenance included). total: every host that should report, i.e. "
@@ -437,28 +429,33 @@ def wall() -> Dict[str, Any]:
         [target(f"count({gauge('vdi_agent_up', WALL)} == 0) or vector(0)", "stale", instant=True)],
         big=True, steps=thresholds((None, "green"), (1, "red")), decimals=0))
     stats.append(stat(
-        "Firing alerts", "Prometheus alerts firing now, all of vdiwatch (not filtered by site).",
-        [target('count(ALERTS{alertstate="firing"}) or vector(0)', "firing", instant=True)],
+        "Paging alerts", "Alerts of severity page firing now in Prometheus, all of vdiwatch (not filtered by "
+        "site): tickets and the always-firing Watchdog are left out. Silences live in Alertmanager, which this "
+        "panel cannot see: a silenced page still counts here.",
+        [target('count(ALERTS{alertstate="firing", severity="page"}) or vector(0)', "paging", instant=True)],
         big=True, steps=thresholds((None, "green"), (1, "red")), decimals=0))
     g.add(6, *((4, s) for s in stats))
 
     capacity = bargauge(
         "Capacity used per delivery group",
         "Sessions on the hosts open for logons (reporting, accepting, not in maintenance) over their "
-        "vdi_host_max_sessions. Orange from 85 %, red from 95 %; a group with no open host shows 100 %.",
-        [target(group_capacity_used(WALL), "{{delivery_group}}", instant=True)],
+        "vdi_host_max_sessions: the recording rule delivery_group:vdi_capacity_used:ratio, the number the "
+        "capacity alerts read. Orange from 85 % (ticket), red from 95 % (page). A group with no open host has "
+        "no bar: planned when its hosts are in maintenance or powered down, a page (no host accepting) when not.",
+        [target(CAPACITY_RULE, "{{delivery_group}}", instant=True)],
         big=True, unit="percentunit", min_value=0, max_value=1, decimals=0,
         steps=thresholds((None, "green"), (0.85, "orange"), (0.95, "red")))
     states = 'state=~"active|idle|disconnected"'
     overrides = [by_name(f"/^{s}/", ("color", color(c)), regex=True) for s, c in STATE_COLORS.items()]
-    overrides.append(by_name("/yesterday/", ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
+    overrides.append(by_name("/last week/", ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
                              ("custom.lineWidth", 2), ("custom.fillOpacity", 0), regex=True))
     sessions = timeseries(
-        "Sessions by state, today and yesterday",
-        "Sessions on the hosts that report, by state; dashed: the same time yesterday (offset 1d).",
+        "Sessions by state, today and a week ago",
+        "Sessions on the hosts that report, by state; dashed: the same time on the same weekday a week ago "
+        "(offset 7d), so a Monday is compared with a Monday, not a Sunday.",
         [target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states])})", "{{state}}"),
-         target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states], offset='1d')})",
-                "{{state}} yesterday")],
+         target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states], offset='7d')})",
+                "{{state}} last week")],
         width=4, decimals=0, overrides=overrides)
     g.add(10, (9, capacity), (15, sessions))
 
@@ -754,7 +751,7 @@ def capacity() -> Dict[str, Any]:
           (12, timeseries(
               "Capacity used", "Sessions on open hosts over their slots, per delivery group (as on the wall). "
               "Lines at 85 % and 95 %.",
-              [target(group_capacity_used(CAP), "{{delivery_group}}")], unit="percentunit", min_value=0,
+              [target(CAPACITY_RULE, "{{delivery_group}}")], unit="percentunit", min_value=0,
               max_value=1, steps=thresholds((None, "transparent"), (0.85, "orange"), (0.95, "red")),
               threshold_style="dashed")))
     peak = f"max_over_time({group_sessions(CAP)}[$__range:{SUBQUERY_STEP}])"
