@@ -1,10 +1,11 @@
 """Every query of docs/cookbook.md against a real Prometheus scraping two collector replicas fed by a simulated farm.
 
-Set-up (about 35 s): two collector replicas, a real Prometheus scraping both every 0.5 s with the project's
-rules loaded (tests/prometheus_harness.py), and a feeder thread that posts a report for every host of a 30-host
-simulated farm (agent/simfarm.py) once a second, stepping simulated time 5 minutes a tick through the morning
-ramp from 07:00, so that users log on all the time. Before the first report the farm runs an hour unreported
-(06:00-07:00): the agents have counters from before the run, as from before the last hour on a real farm.
+Set-up (about 35 s): two collector replicas, a real Prometheus scraping both every 0.5 s (so that it sees every
+report) and evaluating the project's rules as often (tests/prometheus_harness.py), and a feeder thread that posts
+a report for every host of a 30-host simulated farm (agent/simfarm.py) once a second, stepping simulated time 5
+minutes a tick through the morning ramp from 07:00, so that users log on all the time. Before the first report
+the farm runs an hour unreported (06:00-07:00): the agents have counters from before the run, as from before the
+last hour on a real farm.
 Agents report with a 1 s interval, so a silent host is stale 3 s after its last report. Faults:
 
     sim-0001  agent_dies at tick 3 -> stale; runs agent 0.0.9
@@ -22,7 +23,7 @@ Agents report with a 1 s interval, so a silent host is stale 3 s after its last 
     sim-0014  network_blip (sessions drop with reason network)
     sim-0016  slow_profile (profile phase 5-8 times longer)
     sim-0019  clock_skew (+300 s)
-    sim-0021  its filesystems collector fails (no filesystems reading)
+    sim-0021  its filesystems collector fails (no filesystems reading, as the agent's runner sends it)
     sim-0024  runs agent 0.0.9
 
 sim-0004, sim-0010 and sim-0016 share delivery group "group-2-1", the cookbook's example group `Office`.
@@ -38,7 +39,8 @@ a real farm. Hence `rate(...[5m])` is the run's increase over 300 s.
 Gauges must be equal. Counters go through `increase()`/`rate()`, which extrapolate: an answer must lie between
 the sum of each series' own increase (a failover loses the one step between the last report to A and the first
 to B) and that plus Prometheus' extrapolation, at most 1.1 scrape intervals at each end of each series
-(`counter_bounds`). Ratios of counters get the bounds of their parts.
+(`counter_bounds`). Ratios of counters get the bounds of their parts. A goodbye's readings are never served (the
+host is stopped at once), so the last interval before a clean shutdown is not seen.
 
 Every check is shown to fail on a wrong query (`WRONG`): the ones a failover, a silent host, a drained host in
 maintenance, the hour's window or a `max` across replicas make wrong.
@@ -720,6 +722,22 @@ WRONG: Dict[str, Tuple[int, str]] = {
                                         "(vdi_session_logons_total)[1h:1s]))"),
     "failed logons since the agents started": (16, "sum by (reason) (vdi_logon_failures_total)"),
     "apps on a host, per replica": (20, 'topk(5, rate(vdi_app_cpu_seconds_total{host="vda-017"}[5m]))'),
+    "apps of a group: the busiest host's": (
+        19, 'topk(5, max by (app) (rate(vdi_app_cpu_seconds_total{delivery_group="Office"}[5m])))'),
+    "sessions per site of silent hosts and stale copies too": (3, "sum by (site) (last_over_time(vdi_sessions[1h]))"),
+    "sessions of every group, not the one asked for": (
+        2, 'sum by (state) (vdi_sessions{state=~"active|disconnected"})'),
+    "capacity over every host with a maximum": (
+        12, "sum by (delivery_group) (vdi_sessions) / sum by (delivery_group) (vdi_host_max_sessions)"),
+    "p95: the slowest host's": (
+        14, "max by (delivery_group) (histogram_quantile(0.95, rate(vdi_logon_duration_seconds_bucket[1h])))"),
+    "phases: averages of the hosts' averages (NaN from a host without logons)": (
+        15, 'avg by (phase) (rate(vdi_logon_phase_seconds_sum{delivery_group="Office"}[1h]) '
+            '/ rate(vdi_logon_phase_seconds_count{delivery_group="Office"}[1h]))'),
+    "failed-logon ratio over successes, not attempts": (
+        17, "sum by (delivery_group) (increase(vdi_logon_failures_total[1h])) "
+            "/ sum by (delivery_group) (increase(vdi_logon_successes_total[1h]))"),
+    "disconnects since the agents started": (18, "sum by (reason) (vdi_session_disconnect_reasons_total)"),
     "free slots of every host with a maximum": (
         11, "sum by (delivery_group) (vdi_host_max_sessions) - sum by (delivery_group) (vdi_sessions)"),
     # what a plain sum counted when a replica kept serving a silent host's last readings
