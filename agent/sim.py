@@ -144,6 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--start-hour", type=float, help="simulated time starts today at this hour (UTC)")
     p.add_argument("--fault", action="append", type=parse_fault, default=[], metavar="HOST=FAULT",
                    help=f"put a fault on a host: {', '.join(FAULTS)}")
+    p.add_argument("--site-fault", action="append", type=parse_fault, default=[], metavar="SITE=FAULT",
+                   help="put a fault on every host of a site (site-1=network_degraded: a site's network degraded)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--log-level", default="info")
     p.add_argument("--version", action="version", version=f"vdiwatch-sim {__version__}")
@@ -155,6 +157,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     for host, kind in args.fault:
         try:
             farm.fault(host, kind, start or now)
+        except KeyError as e:
+            p.error(str(e))
+    for site, kind in args.site_fault:
+        try:
+            farm.fault_site(site, kind, start or now)
         except KeyError as e:
             p.error(str(e))
     sim = Simulation(farm, args.collectors or ["http://127.0.0.1:9847"], interval=args.interval,

@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from agent.experience.totals import ExperienceTotals
 from agent.logons.matching import Logon
 from agent.logons.totals import LogonTotals
 from agent.sessions.states import effective_state
@@ -37,7 +38,7 @@ from contract.report import (
 )
 
 FAULTS = ("agent_dies", "cpu_saturated", "memory_exhausted", "disk_filling", "not_accepting",
-          "black_hole", "clock_skew", "maintenance", "app_hog")
+          "black_hole", "clock_skew", "maintenance", "app_hog", "network_degraded")
 
 # Applications of a simulated office desktop: (app, share of sessions running it, CPU cores per
 # connected session running it, resident MiB per session running it); the rest of the users'
@@ -114,6 +115,8 @@ class SimHost:
     logon_totals: LogonTotals = field(default_factory=LogonTotals)  # the agent's logons reading
     logon_rng: Optional[random.Random] = None  # its own stream: logons leave the sessions' draws as they were
     link_rng: Optional[random.Random] = None  # likewise for connections replaced and network blips
+    experience: ExperienceTotals = field(default_factory=ExperienceTotals)  # the agent's experience reading
+    experience_rng: Optional[random.Random] = None  # its own stream too
 
     # -- the model -----------------------------------------------------------
 
@@ -176,6 +179,8 @@ class SimHost:
         self.net_bytes += (20_000 + 60_000 * len(connected)) * dt
         if "disk_filling" in self.faults:
             self.disk_used = min(self.disk_bytes, self.disk_used + 0.002 * self.disk_bytes * dt / 15)
+        if dt > 0:
+            self._simulate_experience(connected, load, dt)
 
     def power(self, on: bool, now: float) -> None:
         if on and not self.powered:
@@ -184,6 +189,7 @@ class SimHost:
             self.logons = self.logoffs = self.disconnects = self.reconnects = 0
             self.app_cpu = {}
             self.logon_totals = LogonTotals()
+            self.experience = ExperienceTotals()
         elif not on and self.powered:
             self.logoffs += len(self.sessions)
             self.sessions.clear()
@@ -238,6 +244,24 @@ class SimHost:
                 self.logon_totals.add_disconnect("network")
             elif rng.random() < 0.00015 * dt / 15:
                 self.logon_totals.add_disconnect("replaced")
+    def _simulate_experience(self, connected: List[SimSession], load: float, dt: float) -> None:
+        """One input delay and one round trip per connected session for this interval, and its traffic:
+        input delay mostly under 150 ms, slower on a busy host and poor (0.5-2 s) under app_hog; round
+        trips about 20-60 ms, 250-400 ms under network_degraded, which also slows input somewhat."""
+        if self.experience_rng is None:
+            self.experience_rng = random.Random("experience:" + self.name)
+        rng, totals = self.experience_rng, self.experience
+        degraded = "network_degraded" in self.faults
+        for s in connected:
+            if "app_hog" in self.faults:
+                delay = rng.uniform(0.6, 1.8)
+            else:
+                delay = rng.lognormvariate(math.log(0.035), 0.6) * (1.0 + 3.0 * max(0.0, load - 0.7))
+            totals.add_input_delay(round(delay * (1.6 if degraded else 1.0), 4))
+            rtt = rng.uniform(0.25, 0.4) if degraded else rng.uniform(0.02, 0.06)
+            totals.add_rtt(s.protocol, round(rtt, 4))
+            totals.add_traffic(s.protocol, round(rng.uniform(1_000, 4_000) * dt),
+                               round(rng.uniform(10_000, 60_000) * dt))
 
     # -- what an agent would read -------------------------------------------
 
@@ -286,7 +310,15 @@ class SimHost:
             "capacity": Capacity(max_sessions=self.max_sessions, accepting_sessions=self.accepting(),
                                  maintenance="maintenance" in self.faults),
             "logons": self.logon_totals.reading(),
+            "experience": self._experience(),
         }
+
+    def _experience(self) -> Any:
+        """The reading, with its parts present from the agent's start: a simulated VDA has the input delay
+        and the ICA counter sets even before its first session."""
+        self.experience.input_delay_present()
+        self.experience.protocol_present("ica")
+        return self.experience.reading()
 
     def _apps(self) -> Tuple[AppUsage, ...]:
         """The applications running now, by name, then "other", as the agent reports them."""
@@ -375,6 +407,15 @@ class Farm:
         names = [h.name for h in self.hosts if h.delivery_group == delivery_group]
         if not names:
             raise KeyError(f"no simulated delivery group {delivery_group!r}")
+        for name in names:
+            self.fault(name, kind, now)
+        return names
+
+    def fault_site(self, site: str, kind: str, now: float) -> List[str]:
+        """The fault on every host of `site` (a site-wide network degradation, say); the hosts' names."""
+        names = [h.name for h in self.hosts if h.site == site]
+        if not names:
+            raise KeyError(f"no simulated host in site {site!r}")
         for name in names:
             self.fault(name, kind, now)
         return names

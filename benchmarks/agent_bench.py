@@ -27,6 +27,16 @@ The spawned processes are the benchmark user's, outside any session: they
 count as system processes, so per-user and per-application accounting see
 none of them. `--in-sessions` places every process in one of the simulated
 sessions, as on a busy RDS host, so that that accounting is measured too.
+
+    python -m benchmarks.agent_bench --in-sessions --experience --rounds 3
+
+measures the experience counters side by side: each round runs the agent
+without and then with the experience collector, reading a fake PDH (pywin32's
+win32pdh calls, answering every counter for each of the sessions: input delay,
+ICA Session for three sessions in four, RemoteFX Network for the rest) through
+the real thin layer, so that what is measured is the query's Python side,
+instance-to-session mapping and the histograms; PDH's own time on Windows is
+not in it.
 """
 
 from __future__ import annotations
@@ -135,8 +145,53 @@ def _with_record(xml: str, record: int) -> str:
     return head + f"<ns0:EventRecordID>{record}" + tail[tail.index("<"):]
 
 
+class FakePdh:
+    """win32pdh's calls, answering every experience counter for `n` sessions with values that change."""
+
+    PDH_FMT_DOUBLE = 0x200
+
+    def __init__(self, n: int):
+        from agent.experience import counters as k
+
+        self.n = n
+        self.round = 0
+        ica = [i for i in range(n) if i % 4]
+        rdp = [i for i in range(n) if not i % 4]
+        self.instances = {k.INPUT_DELAY: [str(i + 2) for i in range(n)] + ["Max", "Average"]}
+        for path in (k.ICA_LATENCY_LAST, k.ICA_LATENCY_AVERAGE, k.ICA_INPUT_BANDWIDTH, k.ICA_OUTPUT_BANDWIDTH):
+            self.instances[path] = [f"ICA-CGP#{i} (user{i:03d})" for i in ica]
+        for path in (k.RDP_TCP_RTT, k.RDP_UDP_RTT, k.RDP_RECEIVED, k.RDP_SENT):
+            self.instances[path] = [f"RDP-Tcp {i}" for i in rdp]
+
+    def OpenQuery(self, _source, _user_data):  # noqa: N802 - pywin32's names
+        return 1
+
+    def AddEnglishCounter(self, _query, path, _user_data):  # noqa: N802
+        return path
+
+    def CollectQueryData(self, _query):  # noqa: N802
+        self.round += 1
+
+    def GetFormattedCounterArray(self, path, _fmt):  # noqa: N802
+        r = self.round
+        return {name: float((j * 37 + r * 11) % 400 + r * 1000 * ("Bytes" in path)) for j, name in
+                enumerate(self.instances[path])}
+
+    def CloseQuery(self, _query):  # noqa: N802
+        pass
+
+
+def experience_collector(sessions: int):
+    """The experience collector on FakePdh, its sessions named as ManySessions' would be on a VDA."""
+    from agent.collectors.experience import ExperienceCollector
+    from agent.experience.pdh import Win32Pdh
+
+    names = {(f"ica-cgp#{i}" if i % 4 else f"rdp-tcp#{i}"): i + 2 for i in range(sessions)}
+    return ExperienceCollector(Win32Pdh(FakePdh(sessions)), lambda: names)
+
+
 def child(collections: int, per_user_top: int, sessions: int, in_sessions: bool = False,
-          logon_events: int = 0, logon_render: str = "values") -> Dict[str, float]:
+          logon_events: int = 0, logon_render: str = "values", experience: bool = False) -> Dict[str, float]:
     """Run inside a fresh interpreter: build the real agent and collect `collections` times."""
     import dataclasses
     import threading
@@ -185,6 +240,8 @@ def child(collections: int, per_user_top: int, sessions: int, in_sessions: bool 
     logon_cpu = [0.0]
     if log:
         log.next_interval()
+    if experience:
+        agent.runner.collectors.append(experience_collector(sessions or 100))
     agent.report()  # the first collection primes per-process state: counted apart
     logon_cpu[0] = 0.0
     primed = time.process_time()
@@ -209,6 +266,8 @@ def child(collections: int, per_user_top: int, sessions: int, in_sessions: bool 
         "apps_reported": len(getattr(report.sessions, "apps", None) or ()),  # getattr: also runs on older trees
         "logons_counted": report.logons.duration_count if getattr(report, "logons", None) else 0,
         "collectors": sorted(c.name for c in report.collectors),
+        "input_delay_observations": (report.experience.input_delay.count
+                                     if getattr(report, "experience", None) and report.experience.input_delay else 0),
     }
 
 
@@ -252,6 +311,56 @@ def spawn(n: int) -> List[subprocess.Popen]:
             for _ in range(n)]
 
 
+def run_child(args: argparse.Namespace, experience: bool) -> Optional[Dict[str, float]]:
+    r = subprocess.run([sys.executable, "-m", "benchmarks.agent_bench", "--child",
+                        "--collections", str(args.collections), "--per-user-top", str(args.per_user_top),
+                        "--sessions", str(args.sessions), *(["--in-sessions"] if args.in_sessions else []),
+                        *(["--experience"] if experience else [])],
+                       capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    if r.returncode != 0:
+        print(r.stderr, file=sys.stderr)
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def side_by_side(args: argparse.Namespace) -> int:
+    """Rounds of (without, with) the experience collector on the same spawned processes."""
+    procs = spawn(args.processes)
+    runs: List[Dict[str, float]] = []
+    try:
+        time.sleep(1)
+        for _ in range(args.rounds):
+            for experience in (False, True):
+                result = run_child(args, experience)
+                if result is None:
+                    return 1
+                runs.append(dict(result, experience=experience))
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+    before = sorted(r["cpu_per_collection_s"] for r in runs if not r["experience"])
+    after = sorted(r["cpu_per_collection_s"] for r in runs if r["experience"])
+    median_before, median_after = before[len(before) // 2], after[len(after) // 2]
+    last = runs[-1]
+    print(f"agent benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+          f"{last['processes_seen']} processes ({last['user_processes_seen']} in sessions) and "
+          f"{last['sessions_seen']} sessions on the host, {last['apps_reported']} applications reported")
+    print("| run | experience collector | CPU per collection | peak RSS |")
+    print("| --- | --- | --- | --- |")
+    for i, r in enumerate(runs):
+        print(f"| {i // 2 + 1} | {'with' if r['experience'] else 'without'} | "
+              f"{r['cpu_per_collection_s'] * 1000:.1f} ms | {r['max_rss_bytes'] / 2**20:.1f} MiB |")
+    change = (median_after / median_before - 1) * 100 if median_before else 0.0
+    print(f"\nmedian {median_before * 1000:.1f} ms without, {median_after * 1000:.1f} ms with: {change:+.1f} % "
+          f"a collection ({last['input_delay_observations']} input-delay observations in the last report)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "median_before_s": median_before,
+                                               "median_after_s": median_after, "change_percent": change}))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--processes", type=int, default=2000, help="idle processes to add to the host")
@@ -264,14 +373,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="new Windows logon events an interval for the logons collector (0: without it)")
     p.add_argument("--logon-render", choices=("values", "xml"), default="values",
                    help="how the events are rendered: values (what the agent does) or XML")
+    p.add_argument("--experience", action="store_true",
+                   help="without and with the experience collector (a fake PDH), side by side")
+    p.add_argument("--rounds", type=int, default=2, help="with --experience: before/after pairs, alternated")
     p.add_argument("--interval", type=float, default=15.0)
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.collections, args.per_user_top, args.sessions, args.in_sessions,
-                               args.logon_events, args.logon_render)))
+                               args.logon_events, args.logon_render, args.experience)))
         return 0
+    if args.experience:
+        return side_by_side(args)
     exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     procs = spawn(args.processes)
     try:

@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from contract.report import HOST_STATES, LOGON_DURATION_BUCKETS, STALE, STOPPED, Report
+from contract.report import (
+    HOST_STATES,
+    INPUT_DELAY_BUCKETS,
+    LOGON_DURATION_BUCKETS,
+    RTT_BUCKETS,
+    STALE,
+    STOPPED,
+    TRAFFIC_DIRECTIONS,
+    Histogram,
+    Report,
+)
 
 COUNTER = "counter"
 GAUGE = "gauge"
@@ -182,6 +192,45 @@ def _logon_phases(report: Report, _received_at: float) -> Iterable[Suffixed]:
     return out
 
 
+_DELAY_LE = tuple(_le(b) for b in INPUT_DELAY_BUCKETS) + ("+Inf",)
+_RTT_LE = tuple(_le(b) for b in RTT_BUCKETS) + ("+Inf",)
+
+
+def _histogram(h: Histogram, les: Tuple[str, ...], names: Tuple[str, ...] = (),
+               values: Tuple[str, ...] = ()) -> List[Suffixed]:
+    """_bucket{..., le} for every bound and +Inf (the count), then _sum and _count, under `names`=`values`."""
+    out: List[Suffixed] = [("_bucket", names + ("le",), values + (le,), n)
+                           for le, n in zip(les, h.buckets + (h.count,))]
+    out.append(("_sum", names, values, h.sum_seconds))
+    out.append(("_count", names, values, h.count))
+    return out
+
+
+def _input_delay(report: Report, _received_at: float) -> Iterable[Suffixed]:
+    r = report.experience
+    if r is None or r.input_delay is None:
+        return ()
+    return _histogram(r.input_delay, _DELAY_LE)
+
+
+def _session_rtt(report: Report, _received_at: float) -> Iterable[Suffixed]:
+    r = report.experience
+    if r is None:
+        return ()
+    out: List[Suffixed] = []
+    for p in r.protocols:
+        out.extend(_histogram(p.rtt, _RTT_LE, ("protocol",), (p.protocol,)))
+    return out
+
+
+def _session_traffic(report: Report, _received_at: float) -> Iterable[Sample]:
+    r = report.experience
+    if r is None:
+        return ()
+    return [((p.protocol, d), p.received_bytes if d == "received" else p.sent_bytes)
+            for p in r.protocols for d in TRAFFIC_DIRECTIONS]
+
+
 def _agent_info(report: Report, _received_at: float) -> Iterable[Sample]:
     a = report.agent
     return (((a.version, a.os, a.os_release), 1),)
@@ -290,6 +339,13 @@ FAMILIES: Tuple[Family, ...] = (
     Family("vdi_app_memory_bytes", GAUGE, "Resident memory of an application's processes in user sessions.",
            apps("memory_bytes"), ("app",)),
     Family("vdi_app_sessions", GAUGE, "User sessions running an application.", apps("sessions"), ("app",)),
+    Family("vdi_session_input_delay_seconds", HISTOGRAM, "Longest user input delay of a session over an interval "
+           "(one observation per session per interval), since the agent started.", _input_delay,
+           ("le",)),  # type: ignore[arg-type]
+    Family("vdi_session_rtt_seconds", HISTOGRAM, "Round trip of a session's remoting protocol (one observation per "
+           "session per interval), since the agent started.", _session_rtt, ("protocol", "le")),  # type: ignore[arg-type]
+    Family("vdi_session_traffic_bytes_total", COUNTER, "Bytes of the sessions' remoting protocol received from and "
+           "sent to the clients, since the agent started.", _session_traffic, ("protocol", "direction")),
     Family("vdi_host_max_sessions", GAUGE, "The most sessions the host should take.",
            field("capacity", "max_sessions"), kept=(STOPPED,)),  # a powered-down desktop's slots still exist
     Family("vdi_host_accepting_sessions", GAUGE, "1 when the host takes new logons, 0 when drained.",

@@ -293,6 +293,41 @@ class Logons:
     disconnect_reasons: Optional[Tuple[Tuple[str, int], ...]] = None  # (reason, disconnects) by event 40's reason
 
 
+# In-session experience (docs/sessions.md "Experience counters"): the closed sets and the histograms' upper bounds.
+EXPERIENCE_PROTOCOLS = ("ica", "rdp")
+TRAFFIC_DIRECTIONS = ("received", "sent")  # from the host's view: received from the client, sent to it
+INPUT_DELAY_BUCKETS = (0.05, 0.15, 0.3, 0.5, 1.0, 2.0)  # seconds; +Inf = count
+RTT_BUCKETS = (0.05, 0.1, 0.2, 0.5)  # seconds; +Inf = count
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Observations since the agent started: cumulative counts at each bound of its bucket tuple, sum, count."""
+
+    buckets: Tuple[int, ...]
+    sum_seconds: float
+    count: int
+
+
+@dataclass(frozen=True)
+class ProtocolExperience:
+    """One remoting protocol whose counter set the host has: session round trips and the protocol's traffic."""
+
+    protocol: str  # one of EXPERIENCE_PROTOCOLS
+    rtt: Histogram  # one observation per session per interval, bounds RTT_BUCKETS
+    received_bytes: float  # since the agent started, from the client
+    sent_bytes: float  # to the client
+
+
+@dataclass(frozen=True)
+class Experience:
+    """Counters since the agent started (a restart reads as a counter reset); a part whose counter set the
+    host lacks is absent: `input_delay` None, a protocol not listed."""
+
+    input_delay: Optional[Histogram]  # one observation per session per interval, bounds INPUT_DELAY_BUCKETS
+    protocols: Tuple[ProtocolExperience, ...]  # by protocol, each at most once
+
+
 @dataclass(frozen=True)
 class Report:
     schema_version: int
@@ -313,6 +348,7 @@ class Report:
     sessions: Optional[Sessions] = None
     capacity: Optional[Capacity] = None
     logons: Optional[Logons] = None
+    experience: Optional[Experience] = None
 
 
 def cpu_times(count: int, seconds: Mapping[str, float]) -> Cpu:
@@ -366,13 +402,27 @@ def reading_to_doc(name: str, reading: Any) -> Any:
         return _sessions_doc(reading)
     if name == "logons":
         return _logons_doc(reading)
+    if name == "experience":
+        return _experience_doc(reading)
     if isinstance(reading, tuple):
         return [_plain(item) for item in reading]
     return _plain(reading)
 
 
 READINGS = ("cpu", "load", "memory", "filesystems", "disks", "interfaces", "system", "sessions", "capacity",
-            "logons")
+            "logons", "experience")
+
+
+def _histogram_doc(h: Histogram) -> Dict[str, Any]:
+    return {"buckets": list(h.buckets), "sum_seconds": h.sum_seconds, "count": h.count}
+
+
+def _experience_doc(r: Experience) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {"protocols": {p.protocol: {"rtt": _histogram_doc(p.rtt), "received_bytes": p.received_bytes,
+                                                      "sent_bytes": p.sent_bytes} for p in r.protocols}}
+    if r.input_delay is not None:
+        doc["input_delay"] = _histogram_doc(r.input_delay)
+    return doc
 
 
 def _logons_doc(r: Logons) -> Dict[str, Any]:
@@ -631,6 +681,7 @@ def parse_report(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Report:
         "sessions": _section(c, readings, "sessions", _sessions),
         "capacity": _section(c, readings, "capacity", _capacity),
         "logons": _section(c, readings, "logons", _logons),
+        "experience": _section(c, readings, "experience", _experience),
     }
     if c.problems:
         raise c.error()
@@ -990,3 +1041,61 @@ def _logons(c: _Checker, raw: Mapping[str, Any], path: str) -> Logons:
         disconnect_reasons=(None if raw.get("disconnect_reasons") is None
                             else _closed_counts(c, raw, "disconnect_reasons", path, DISCONNECT_REASONS)),
     )
+
+
+def _histogram(c: _Checker, raw: Mapping[str, Any], key: str, path: str,
+               bounds: Tuple[float, ...]) -> Optional[Histogram]:
+    """A histogram object: `buckets` cumulative (one count per bound, never decreasing, at most `count`)."""
+    doc = c.get(raw, key, path)
+    where = _join(path, key)
+    if doc is None or c.obj(doc, where) is None:
+        return None
+    before = c.failed
+    count = c.integer(doc, "count", where, maximum=10**12)
+    total = c.number(doc, "sum_seconds", where)
+    buckets = c.get(doc, "buckets", where)
+    bwhere = _join(where, "buckets")
+    cumulative: Tuple[int, ...] = ()
+    if buckets is not None:
+        if not isinstance(buckets, list) or len(buckets) != len(bounds):
+            c.fail(bwhere, REASON_INVALID, f"must be a list of {len(bounds)} cumulative counts, one per bound "
+                   f"({', '.join(_short(b) for b in bounds)} s)")
+        else:
+            out = []
+            for i, n in enumerate(buckets):
+                if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10**12:
+                    c.fail(_join(bwhere, i), REASON_INVALID, f"must be an integer from 0 to 10^12, got {json_kind(n)}")
+                    n = 0
+                out.append(n)
+            cumulative = tuple(out)
+            if any(a > b for a, b in zip(cumulative, cumulative[1:])) or (count is not None and cumulative[-1] > count):
+                c.fail(bwhere, REASON_INVALID, "must not decrease, and must not exceed count")
+    if c.failed != before:
+        return None
+    return Histogram(buckets=cumulative, sum_seconds=total, count=count)
+
+
+def _experience(c: _Checker, raw: Mapping[str, Any], path: str) -> Experience:
+    input_delay = None
+    if raw.get("input_delay") is not None:
+        input_delay = _histogram(c, raw, "input_delay", path, INPUT_DELAY_BUCKETS)
+    protocols: List[ProtocolExperience] = []
+    found = c.get(raw, "protocols", path, required=False) or {}
+    where = _join(path, "protocols")
+    if c.obj(found, where) is not None:
+        for name in found:
+            if name not in EXPERIENCE_PROTOCOLS:
+                c.fail(_join(where, name), REASON_INVALID, f"must be one of {', '.join(EXPERIENCE_PROTOCOLS)}")
+        for name in EXPERIENCE_PROTOCOLS:
+            one = found.get(name)
+            if one is None:
+                continue
+            w = _join(where, name)
+            if c.obj(one, w) is None:
+                continue
+            rtt = _histogram(c, one, "rtt", w, RTT_BUCKETS)
+            received = c.number(one, "received_bytes", w)
+            sent = c.number(one, "sent_bytes", w)
+            if rtt is not None and received is not None and sent is not None:
+                protocols.append(ProtocolExperience(name, rtt, received, sent))
+    return Experience(input_delay=input_delay, protocols=tuple(protocols))

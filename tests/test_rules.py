@@ -137,7 +137,7 @@ def test_amtool_check_config() -> None:
     amtool = require_tool("amtool")
     r = run([amtool, "check-config", str(ALERTMANAGER_CONFIG)])
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
-    assert "6 inhibit rules" in r.stdout, r.stdout
+    assert "9 inhibit rules" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("labels, receivers", [
@@ -186,7 +186,7 @@ def test_descriptions_name_what_the_alert_is_about(alerts: Dict[str, dict]) -> N
             assert "$labels.host" in text and "$labels.delivery_group" in text, name
         elif name.startswith("VdiDeliveryGroup"):
             assert "$labels.delivery_group" in text, name
-        elif name.startswith("VdiMany"):
+        elif name.startswith(("VdiMany", "VdiSite")):
             assert "$labels.site" in text, name
         else:
             assert "$labels.instance" in text, name
@@ -269,10 +269,18 @@ def test_alert_test_files_pin_the_group_order(rule_tests: Dict[str, dict]) -> No
 
 
 def contract_metrics() -> Set[str]:
+    """Metric names of docs/metrics.md's tables; a histogram row stands for its _bucket, _sum and _count
+    series, a summary row for _sum and _count."""
     names = set()
     for line in METRICS_DOC.read_text().splitlines():
         if line.startswith("| `vdi_"):
-            names.update(re.findall(r"`(vdi_[a-z0-9_]+)`", line.split("|")[1]))
+            cells = line.split("|")
+            found = re.findall(r"`(vdi_[a-z0-9_]+)`", cells[1])
+            kind = cells[2].strip()
+            suffixes = (["_bucket", "_sum", "_count"] if kind.startswith("histogram")
+                        else ["_sum", "_count"] if kind.startswith("summary") else [])
+            names.update(found)
+            names.update(name + suffix for name in found for suffix in suffixes)
     return names
 
 
@@ -319,6 +327,24 @@ def test_brief_names_exist(records: Dict[str, dict]) -> None:
     """The names dashboards and people were told about."""
     assert {"site_delivery_group:vdi_sessions:sum", "delivery_group:vdi_capacity_used:ratio",
             "delivery_group:vdi_host_state:sum", "delivery_group:vdi_hosts_accepting:sum"} <= set(records)
+
+
+def test_counters_are_deduplicated_before_rate(records: Dict[str, dict]) -> None:
+    """rate() and increase() read the freshest copy of a host's counter (`host:...:freshest`), never the
+    per-replica series: `max` over the copies' increase() counts half an hour in which a host moved."""
+    # A ratio of two rates of the same copy is right whichever copy it is.
+    same_copy_ratios = {"host:vdi_host_cpu_utilization:ratio_rate5m"}
+    for name, rule in records.items():
+        if name in same_copy_ratios:
+            continue
+        for window_fn in re.finditer(r"\b(?:rate|increase|irate)\(\s*([\w:]+)", rule["expr"]):
+            series = window_fn.group(1)
+            assert series.startswith("host:") and series.endswith(":freshest"), (name, series)
+    freshest = [n for n in records if n.endswith(":freshest") and n.startswith("host:")]
+    for name in freshest:
+        expr = records[name]["expr"]
+        assert "host_instance:vdi_agent_last_report_timestamp_seconds:freshest" in expr, name
+        assert re.match(r"\s*max by \(host, site, delivery_group[\w, ]*\)", expr), name
 
 
 # ---------------------------------------------------------------------------
@@ -409,6 +435,19 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
         {"alertname": "VdiDeliveryGroupCapacityHigh", "delivery_group": "Finance", "severity": "ticket"},
         {"alertname": "VdiHostNearMaxSessions", "host": "vda-02", "site": "City Hall", "delivery_group": "Office",
          "severity": "ticket"},
+        {"alertname": "VdiDeliveryGroupLogonVerySlow", "site": "City Hall", "delivery_group": "Office", **page},
+        {"alertname": "VdiDeliveryGroupLogonSlow", "site": "City Hall", "delivery_group": "Office",
+         "severity": "ticket"},
+        {"alertname": "VdiDeliveryGroupLogonSlow", "site": "City Hall", "delivery_group": "Finance",
+         "severity": "ticket"},
+        {"alertname": "VdiDeliveryGroupInputDelayFastBurn", "delivery_group": "Office", **page},
+        {"alertname": "VdiDeliveryGroupInputDelaySlowBurn", "delivery_group": "Office", "severity": "ticket"},
+        {"alertname": "VdiDeliveryGroupInputDelayBudgetBurn", "delivery_group": "Finance", "severity": "ticket"},
+        {"alertname": "VdiDeliveryGroupLogonFailures", "site": "Library", "delivery_group": "Lib", **page},
+        {"alertname": "VdiHostLogonFailures", "host": "lib-02", "site": "Library", "delivery_group": "Lib",
+         "severity": "ticket"},
+        {"alertname": "VdiHostLogonFailures", "host": "fin-01", "site": "City Hall", "delivery_group": "Finance",
+         "severity": "ticket"},
     )
     assert alertmanager.states() == {
         "VdiManyAgentsDown/Library": "active",
@@ -418,6 +457,15 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
         "VdiDeliveryGroupCapacityHigh/Office": "suppressed",  # critical supersedes high
         "VdiDeliveryGroupCapacityHigh/Finance": "active",     # another group
         "VdiHostNearMaxSessions/vda-02": "suppressed",        # the group's capacity alert covers it
+        "VdiDeliveryGroupLogonVerySlow/Office": "active",
+        "VdiDeliveryGroupLogonSlow/Office": "suppressed",     # the page covers the ticket
+        "VdiDeliveryGroupLogonSlow/Finance": "active",        # another group
+        "VdiDeliveryGroupInputDelayFastBurn/Office": "active",
+        "VdiDeliveryGroupInputDelaySlowBurn/Office": "suppressed",  # the fast burn covers the slow one
+        "VdiDeliveryGroupInputDelayBudgetBurn/Finance": "active",   # another group
+        "VdiDeliveryGroupLogonFailures/Lib": "active",
+        "VdiHostLogonFailures/lib-02": "suppressed",          # its group's page covers it
+        "VdiHostLogonFailures/fin-01": "active",              # another group
     }
 
     alertmanager.post({"alertname": "VdiwatchCollectorDown", "job": "vdiwatch-collector", "instance": "a", **page},
@@ -427,4 +475,4 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
     states = alertmanager.states()
     assert states.pop("VdiwatchCollectorDown/a") == "active"
     assert states.pop("VdiwatchCollectorRejectingReports/b") == "active"
-    assert len(states) == 7 and set(states.values()) == {"suppressed"}, states
+    assert len(states) == 16 and set(states.values()) == {"suppressed"}, states

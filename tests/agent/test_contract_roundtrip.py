@@ -19,21 +19,27 @@ from agent.sim import Simulation
 from agent.simfarm import Farm
 from contract.report import (
     DISCONNECT_REASONS,
+    EXPERIENCE_PROTOCOLS,
+    INPUT_DELAY_BUCKETS,
     LOGON_DURATION_BUCKETS,
     LOGON_FAILURE_REASONS,
     LOGON_PHASES,
+    RTT_BUCKETS,
     SESSION_PROTOCOLS,
     SESSION_STATES,
     AppUsage,
     Capacity,
     CollectorStatus,
     Disk,
+    Experience,
     Filesystem,
+    Histogram,
     Interface,
     Load,
     Logons,
     Memory,
     ProcessGroup,
+    ProtocolExperience,
     Report,
     SessionEntry,
     Sessions,
@@ -159,6 +165,22 @@ def logons(draw) -> Logons:
     )
 
 
+@st.composite
+def histogram(draw, bounds) -> Histogram:
+    per_bucket = draw(st.lists(st.integers(0, 10**6), min_size=len(bounds) + 1, max_size=len(bounds) + 1))
+    cumulative = tuple(sum(per_bucket[:i + 1]) for i in range(len(bounds)))
+    return Histogram(cumulative, draw(seconds), sum(per_bucket))
+
+
+@st.composite
+def experience(draw) -> Experience:
+    present = draw(st.lists(st.sampled_from(EXPERIENCE_PROTOCOLS), unique=True))
+    return Experience(
+        input_delay=draw(st.one_of(st.none(), histogram(INPUT_DELAY_BUCKETS))),
+        protocols=tuple(ProtocolExperience(p, draw(histogram(RTT_BUCKETS)), draw(counter), draw(counter))
+                        for p in EXPERIENCE_PROTOCOLS if p in present))
+
+
 readings = st.fixed_dictionaries({}, optional={
     "cpu": st.builds(cpu_times, st.integers(1, 65536),
                      st.dictionaries(st.text("abcdefgh_", min_size=1, max_size=8), seconds, max_size=8)),
@@ -172,6 +194,7 @@ readings = st.fixed_dictionaries({}, optional={
     "sessions": sessions(),
     "capacity": st.builds(Capacity, st.one_of(st.none(), st.integers(1, 10**6)), st.booleans(), st.booleans()),
     "logons": logons(),
+    "experience": experience(),
 })
 
 

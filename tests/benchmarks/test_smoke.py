@@ -52,3 +52,16 @@ def test_agent_benchmark_with_logon_events_smoke(tmp_path) -> None:
     assert "logons" in agent["collectors"] and agent["logons_counted"] > 0
     assert 0 < agent["logons_cpu_per_collection_s"] < agent["cpu_per_collection_s"]
     assert "logons collector alone:" in r.stdout
+def test_agent_benchmark_experience_side_by_side_smoke(tmp_path) -> None:
+    out = tmp_path / "experience.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.agent_bench", "--processes", "100", "--collections", "3",
+                        "--in-sessions", "--experience", "--rounds", "1", "--json", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    without, with_ = result["runs"]
+    assert (without["experience"], with_["experience"]) == (False, True)
+    assert "experience" in with_["collectors"] and "experience" not in without["collectors"]
+    assert with_["input_delay_observations"] == 100 * (3 + 2)  # a session each collection, priming and last too
+    assert without["input_delay_observations"] == 0 and with_["cpu_per_collection_s"] > 0
+    assert "| 1 | with |" in r.stdout and "median" in r.stdout

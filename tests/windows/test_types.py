@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 MODULES = ["agent/winservice.py", "agent/winhost.py", "agent/wiring.py", "agent/sessions/windows.py",
            "agent/sessions/processes.py", "agent/config.py", "agent/collectors/capacity.py", "agent/runner.py",
-           "agent/cli.py", "scripts/build_msi.py"]
+           "agent/cli.py", "agent/experience/pdh.py", "agent/collectors/experience.py", "scripts/build_msi.py"]
 
 
 def mypy_errors(tmp_path) -> List[Tuple[str, int, str]]:
