@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 from collector import __version__
 from collector.store import HostEntry, HostStore
-from contract.report import SESSION_STATES
+from contract.report import INPUT_DELAY_BUCKETS, SESSION_STATES
 
 TABLE_STATES = ("up", "stale", "stopped", "maintenance", "not accepting")
 COLUMNS = (  # (key, heading)
@@ -87,6 +87,33 @@ def logon_summary(r: Any) -> Optional[Dict[str, Any]]:
             "phase_average_seconds": phases, "failures": sum(n for _, n in r.failures)}
 
 
+def experience_summary(r: Any) -> Optional[Dict[str, Any]]:
+    """A host's `readings.experience` since its agent started: the average input delay and the share of its
+    observations in the poor band or worse (over 0.5 s), and each protocol's average round trip; None
+    without the section. Averages since the start, not now: /metrics and the dashboards have the rates."""
+    if r is None:
+        return None
+    delay = r.input_delay
+    poor = None
+    if delay is not None and delay.count:
+        within = delay.buckets[INPUT_DELAY_BUCKETS.index(0.5)]  # observations of at most 0.5 s
+        poor = round(1 - within / delay.count, 4)
+    return {"input_delay_average_seconds": round(delay.sum_seconds / delay.count, 3)
+            if delay is not None and delay.count else None,
+            "input_delay_poor_ratio": poor,
+            "rtt_average_seconds": {p.protocol: round(p.rtt.sum_seconds / p.rtt.count, 3) if p.rtt.count else None
+                                    for p in r.protocols}}
+
+
+def top_apps(r: Any, n: int = 3) -> Optional[List[Dict[str, Any]]]:
+    """The `n` applications with the most resident memory in user sessions now (`other` left out); None when
+    the agent sends no per-application use."""
+    if r is None or r.apps is None:
+        return None
+    apps = sorted((a for a in r.apps if a.app != "other"), key=lambda a: (-a.memory_bytes, a.app))[:n]
+    return [{"app": a.app, "memory_bytes": a.memory_bytes, "sessions": a.sessions} for a in apps]
+
+
 def summary(store: HostStore, entry: HostEntry, now: float) -> Dict[str, Any]:
     """One host as the status page and /api/v1/hosts show it; `now` on the store's monotonic clock."""
     r = entry.report
@@ -123,6 +150,8 @@ def summary(store: HostStore, entry: HostEntry, now: float) -> Dict[str, Any]:
         "os": r.agent.os,
         "clock_skew_seconds": round(r.timestamp_seconds - entry.received_at, 3),
         "logons": logon_summary(r.logons),
+        "experience": experience_summary(r.experience),
+        "top_apps": top_apps(r.sessions),
         "last_rejection": None if rejection is None else {
             "timestamp_seconds": rejection[0], "reason": rejection[1], "message": rejection[2]},
     }
@@ -296,7 +325,8 @@ def render_host(row: Dict[str, Any], raw: bytes, history: List[Tuple[float, str]
         ("sessions", ", ".join(f"{k} {v}" for k, v in row["sessions"].items())),
         ("max sessions", row["max_sessions"]), ("accepting sessions", row["accepting_sessions"]),
         ("CPU", _pct(row["cpu_used_ratio"])), ("memory", _pct(row["memory_used_ratio"])),
-        ("logons", _logons(row["logons"]))))
+        ("logons", _logons(row["logons"])), ("user experience", _experience(row["experience"])),
+        ("top applications", _apps(row["top_apps"]))))
     rejected = "none" if rejection is None else (
         f'{_e(rejection["reason"])} {_e(_age(now - rejection["timestamp_seconds"]))}: {_e(rejection["message"])}')
     body = (f'<p><a href="/">&larr; all hosts</a></p><h1>{_e(row["host"])}</h1>'
@@ -321,3 +351,26 @@ def _logons(logons: Optional[Dict[str, Any]]) -> str:
 def render_not_found(host: str) -> bytes:
     return _page("not found", f'<p><a href="/">&larr; all hosts</a></p><h1>No host {_e(host)}</h1>'
                               "<p>The collector has no report from this host (or it expired).</p>", None)
+
+
+def _experience(e: Optional[Dict[str, Any]]) -> str:
+    """'input delay 0.06 s on average, 1.0 % poor or worse; round trip ica 0.041 s' (since the agent started)."""
+    if e is None:
+        return "not reported"
+    parts = []
+    if e["input_delay_average_seconds"] is not None:
+        parts.append(f'input delay {e["input_delay_average_seconds"]:g} s on average, '
+                     f'{e["input_delay_poor_ratio"] * 100:.1f} % poor or worse')
+    rtt = ", ".join(f"{p} {v:g} s" for p, v in e["rtt_average_seconds"].items() if v is not None)
+    if rtt:
+        parts.append(f"round trip {rtt}")
+    return ("; ".join(parts) + " since the agent started") if parts else "nothing measured yet"
+
+
+def _apps(apps: Optional[List[Dict[str, Any]]]) -> str:
+    """'outlook 1.2 GiB in 6 sessions, ...' for the top applications by memory."""
+    if apps is None:
+        return "not reported"
+    if not apps:
+        return "none"
+    return ", ".join(f'{a["app"]} {a["memory_bytes"] / 2**30:.1f} GiB in {a["sessions"]} sessions' for a in apps)

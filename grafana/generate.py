@@ -83,6 +83,11 @@ def rate(metric: str, m: Sequence[str], window: str, *labels: str, extra: Sequen
     return per_host(f"{fn}({sel(metric, *m, *extra)}[{window}])", *labels, counter=True)
 
 
+def increase(metric: str, m: Sequence[str], window: str, *labels: str, extra: Sequence[str] = ()) -> str:
+    """A per-host increase of a counter over `window`, deduplicated."""
+    return rate(metric, m, window, *labels, extra=extra, fn="increase")
+
+
 def reporting(m: Sequence[str], offset: str = "") -> str:
     """Hosts whose agent reports now (vdi_agent_up 1; maintenance hosts included)."""
     return f"({gauge('vdi_agent_up', m, offset=offset)} == 1)"
@@ -116,6 +121,29 @@ def cpu_busy(m: Sequence[str], window: str) -> str:
     idle = rate("vdi_host_cpu_seconds_total", m, window, "mode", extra=['mode=~"idle|iowait"'])
     total = rate("vdi_host_cpu_seconds_total", m, window, "mode")
     return f"(1 - sum by (host, site, delivery_group) ({idle}) / sum by (host, site, delivery_group) ({total}))"
+
+
+def quantile(q: float, metric: str, m: Sequence[str], window: str, *by: str, extra: Sequence[str] = ()) -> str:
+    """The q-quantile of a histogram (`metric` without `_bucket`) over `window`, per `by`, from deduplicated
+    per-host bucket rates; NaN (no observation in the window) is dropped, so an idle group shows no value."""
+    buckets = rate(f"{metric}_bucket", m, window, "le", *(b for b in by if b not in HOST_LABELS), extra=extra)
+    return f"histogram_quantile({q}, sum by ({', '.join((*by, 'le'))}) ({buckets})) >= 0"
+
+
+def phase_average(m: Sequence[str], window: str, *by: str) -> str:
+    """Average seconds per logon phase: the rate of the phase's seconds over the rate of logons that had it."""
+    labels = ", ".join((*by, "phase"))
+    seconds = rate("vdi_logon_phase_seconds_sum", m, window, "phase")
+    logons = rate("vdi_logon_phase_seconds_count", m, window, "phase")
+    return f"sum by ({labels}) ({seconds}) / (sum by ({labels}) ({logons}) > 0)"
+
+
+# Thresholds shared by the wall and the host dashboard, the same numbers as the alerts and the bands of
+# docs/metrics.md: input delay good under 150 ms, acceptable to 500 ms, poor to 2 s, bad above.
+INPUT_DELAY_STEPS = ((None, "green"), (0.15, "yellow"), (0.5, "orange"), (2, "red"))
+RTT_STEPS = ((None, "green"), (0.1, "yellow"), (0.3, "orange"), (0.5, "red"))  # orange: VdiSiteRoundTripTimeHigh
+LOGON_STEPS = ((None, "green"), (60, "orange"), (180, "red"))  # VdiDeliveryGroupLogonSlow, ...VerySlow
+DROPPED = 'reason=~"network|server"'  # disconnects the user did not choose and no policy made
 
 
 def labelled(expr: str, label: str, value: str) -> str:
@@ -352,6 +380,42 @@ def group_capacity_used(m: Sequence[str]) -> str:
     return f"({used}) or ({closed})"
 
 
+def user_experience_table() -> Panel:
+    """What users feel, one row per delivery group: logon time, input delay and round-trip time at the 95th
+    percentile, failed logons and dropped sessions in the last hour, each cell coloured by its bands."""
+    by = "delivery_group"
+    cells = (
+        ("Logon p95 (30 min)", quantile(0.95, "vdi_logon_duration_seconds", WALL, "30m", by), "s", 0, LOGON_STEPS),
+        ("Input delay p95 (5 min)", quantile(0.95, "vdi_session_input_delay_seconds", WALL, "5m", by), "s", 2,
+         INPUT_DELAY_STEPS),
+        ("Round trip p95 (10 min)", quantile(0.95, "vdi_session_rtt_seconds", WALL, "10m", by), "s", 2, RTT_STEPS),
+        ("Failed logons (1 h)",
+         f"sum by ({by}) ({increase('vdi_logon_failures_total', WALL, '1h', 'reason')})", "short", 0,
+         ((None, "green"), (5, "orange"), (20, "red"))),
+        ("Dropped sessions (1 h)",
+         f"sum by ({by}) ({increase('vdi_session_disconnect_reasons_total', WALL, '1h', 'reason', extra=[DROPPED])})",
+         "short", 0, ((None, "green"), (3, "orange"), (10, "red"))),
+    )
+    values = [f"Value #{chr(ord('A') + i)}" for i in range(len(cells))]
+    overrides = [by_name(title, ("unit", unit), ("decimals", decimals), ("thresholds", thresholds(*steps)),
+                         ("color", {"mode": "thresholds"}),
+                         ("custom.cellOptions", {"type": "color-background", "mode": "basic"}))
+                 for title, _, unit, decimals, steps in cells]
+    return table(
+        "User experience per delivery group",
+        "What users feel, per delivery group, over the windows the alerts use: logon time (from the profile load "
+        "or session logon to the shell) at the 95th percentile over 30 minutes, input delay over 5 minutes and "
+        "protocol round trip over 10 minutes at the 95th percentile, failed logons and sessions dropped by the "
+        "network or the server in the last hour. Colours: logon orange from 60 s (the slow-logon ticket), red "
+        "from 180 s (the page); input delay yellow from 150 ms (acceptable), orange from 500 ms (poor), red from "
+        "2 s (bad); round trip yellow from 100 ms, orange from 300 ms (the round-trip ticket), red from 500 ms. "
+        "An empty cell: nothing measured in the window (no logon, no session, or no counter on those hosts).",
+        [target(expr, table=True) for _, expr, _, _, _ in cells],
+        columns=["delivery_group", *values],
+        rename={"delivery_group": "Delivery group", **{v: c[0] for v, c in zip(values, cells)}},
+        merge=True, sort="Delivery group", big=True, overrides=overrides, no_value="no measurements")
+
+
 def wall() -> Dict[str, Any]:
     g = Grid()
     stats = []
@@ -397,6 +461,8 @@ def wall() -> Dict[str, Any]:
                 "{{state}} yesterday")],
         width=4, decimals=0, overrides=overrides)
     g.add(10, (9, capacity), (15, sessions))
+
+    g.add(8, (24, user_experience_table()))
 
     problems = " or ".join(labelled(f"({cond})", "problem", name) for name, _, cond in PROBLEMS)
     problem_colors = value_mappings(*((name, name, c) for name, c, _ in PROBLEMS))
@@ -581,6 +647,65 @@ def host() -> Dict[str, Any]:
           (12, bargauge(
               "Top users by memory", "The 10 users with the most resident memory. " + top,
               [target(f"topk(10, {gauge('vdi_user_memory_bytes', HOST, 'user')})", "{{user}}", instant=True)],
+              unit="bytes", color_mode="continuous-BlYlRd")))
+    g.section("Logons")
+    g.add(8,
+          (8, timeseries(
+              "Logon duration", "50th and 95th percentile of the host's logons over the last hour, from the "
+              "profile load or session logon (whichever came first) to the shell start. Lines at 60 s and 180 s "
+              "(the slow-logon alerts).",
+              [target(quantile(q, "vdi_logon_duration_seconds", HOST, "1h", "host"), f"p{round(q * 100)}")
+               for q in (0.5, 0.95)],
+              unit="s", decimals=0, steps=thresholds(*LOGON_STEPS), threshold_style="dashed")),
+          (8, timeseries(
+              "Logon phases", "Average seconds per logon in each phase over the last hour, stacked: profile "
+              "(profile load), group_policy (user policy), shell (to the desktop), other (the rest). Where the "
+              "time goes when logons are slow; brokering and VM start are the Delivery Controller's and not "
+              "seen here.",
+              [target(phase_average(HOST, "1h"), "{{phase}}")],
+              stack=True, fill=40, unit="s", decimals=1)),
+          (8, timeseries(
+              "Failed logons and dropped sessions", "Failed logons by reason (Security 4625) and disconnects "
+              "by reason (event 40) per interval (bars, at least 5 minutes each).",
+              [target(f"sum by (reason) ({increase('vdi_logon_failures_total', HOST, '$__interval', 'reason')})",
+                      "failed: {{reason}}"),
+               target(f"sum by (reason) "
+                      f"({increase('vdi_session_disconnect_reasons_total', HOST, '$__interval', 'reason')})",
+                      "disconnect: {{reason}}")],
+              bars=True, decimals=0, interval="5m")))
+
+    g.section("User experience")
+    g.add(8,
+          (8, timeseries(
+              "Input delay", "50th and 95th percentile of the sessions' input delay (one reading per session "
+              "per agent interval, over 15 minutes). Bands: good under 150 ms, acceptable to 500 ms, poor to "
+              "2 s, bad above.",
+              [target(quantile(q, "vdi_session_input_delay_seconds", HOST, "15m", "host"), f"p{round(q * 100)}")
+               for q in (0.5, 0.95)],
+              unit="s", steps=thresholds(*INPUT_DELAY_STEPS), threshold_style="area")),
+          (8, timeseries(
+              "Round-trip time", "95th percentile of the protocol round-trip time per protocol (ICA latency, "
+              "RDP TCP/UDP RTT; one reading per session per interval, over 15 minutes).",
+              [target(quantile(0.95, "vdi_session_rtt_seconds", HOST, "15m", "host", "protocol"),
+                      "{{protocol}} p95")],
+              unit="s", steps=thresholds(*RTT_STEPS), threshold_style="dashed")),
+          (8, timeseries(
+              "Protocol traffic", "Bytes per second the display protocols received from and sent to clients.",
+              [target(f"sum by (protocol, direction) "
+                      f"({rate('vdi_session_traffic_bytes_total', HOST, RATE, 'protocol', 'direction')})",
+                      "{{protocol}} {{direction}}")], unit="Bps")))
+    g.add(8,
+          (12, bargauge(
+              "Top applications by CPU", "CPU cores used by each application's processes in user sessions over "
+              "the last 5 minutes: the agent's allowlist and top applications, the rest as other.",
+              [target(f"topk(10, sum by (app) ({rate('vdi_app_cpu_seconds_total', HOST, '5m', 'app')}))", "{{app}}",
+                      instant=True)],
+              unit="short", decimals=2, color_mode="continuous-BlYlRd")),
+          (12, bargauge(
+              "Top applications by memory", "Resident memory of each application's processes in user sessions, "
+              "and in how many sessions it runs (the panel's legend).",
+              [target(f"topk(10, sum by (app) ({gauge('vdi_app_memory_bytes', HOST, 'app')}))", "{{app}}",
+                      instant=True)],
               unit="bytes", color_mode="continuous-BlYlRd")))
     variables = site_group_variables()
     variables.append(query_variable("host", "Host", HOST_VAR, all_=False, multi=False))

@@ -109,6 +109,8 @@ def contract() -> Tuple[Set[str], List[str]]:
                 names.add(name)
                 if cells[1] == "histogram":
                     names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+                elif cells[1].startswith("summary"):  # "summary (`_sum`, `_count` only)"
+                    names.update(f"{name}{suffix}" for suffix in ("_sum", "_count"))
     return names, prefixes
 
 
@@ -281,6 +283,29 @@ def test_wall_is_readable_from_three_metres() -> None:
     assert table["targets"][0]["expr"].count('label_replace(') == 5
 
 
+def test_wall_user_experience_table_colours_each_cell_by_its_bands() -> None:
+    wall = dashboards()["wall.json"]
+    (ux,) = [p for p in wall["panels"] if p["title"] == "User experience per delivery group"]
+    assert ux["options"]["cellHeight"] == "lg", "readable from across the room"
+    exprs = [t["expr"] for t in ux["targets"]]
+    assert all(t["instant"] and t["format"] == "table" for t in ux["targets"])
+    # the windows and thresholds of the alerts (config/prometheus/rules/vdiwatch-alerts.yml)
+    for metric, window in (("vdi_logon_duration_seconds", "30m"), ("vdi_session_input_delay_seconds", "5m"),
+                           ("vdi_session_rtt_seconds", "10m")):
+        (expr,) = [e for e in exprs if f"{metric}_bucket" in e]
+        assert expr.startswith("histogram_quantile(0.95, sum by (delivery_group, le) (") and f"[{window}]" in expr
+        assert expr.endswith(" >= 0"), "a group with nothing measured shows an empty cell, not NaN"
+    bands = {o["matcher"]["options"]: {q["id"]: q["value"] for q in o["properties"]}
+             for o in ux["fieldConfig"]["overrides"]}
+    steps = {name: [(s["value"], s["color"]) for s in props["thresholds"]["steps"]] for name, props in bands.items()}
+    assert steps["Input delay p95 (5 min)"] == [(None, "green"), (0.15, "yellow"), (0.5, "orange"), (2, "red")]
+    assert [v for v, _ in steps["Round trip p95 (10 min)"]] == [None, 0.1, 0.3, 0.5]
+    assert [v for v, _ in steps["Logon p95 (30 min)"]] == [None, 60, 180]
+    assert all(props["unit"] == "s" for name, props in bands.items() if "p95" in name)
+    dropped = next(e for e in exprs if "vdi_session_disconnect_reasons_total" in e)
+    assert 'reason=~"network|server"' in dropped and "[1h]" in dropped
+
+
 def test_host_panels_cover_the_drill_down() -> None:
     host = dashboards()["host.json"]
     exprs = " ".join(t["expr"] for _, t in targets(host))
@@ -288,6 +313,10 @@ def test_host_panels_cover_the_drill_down() -> None:
                    "vdi_host_filesystem_avail_bytes", "vdi_host_disk_read_bytes_total",
                    "vdi_host_network_receive_bytes_total", "sum by (state)", "sum by (protocol)",
                    "increase(vdi_session_logons_total", "vdi_user_cpu_cores", "vdi_user_memory_bytes",
+                   "vdi_logon_duration_seconds_bucket", "vdi_logon_phase_seconds_sum", "vdi_logon_failures_total",
+                   "vdi_session_disconnect_reasons_total", "vdi_session_input_delay_seconds_bucket",
+                   "vdi_session_rtt_seconds_bucket", "vdi_session_traffic_bytes_total", "vdi_app_cpu_seconds_total",
+                   "vdi_app_memory_bytes",
                    "vdi_agent_collector_success", "time() - max by (host, site, delivery_group) "
                    "((vdi_agent_last_report_timestamp_seconds", "vdi_agent_clock_skew_seconds", "vdi_host_state"):
         assert needle in exprs, needle
@@ -323,7 +352,9 @@ def test_metric_parser_skips_functions_keywords_labels_and_variables() -> None:
 
 def test_contract_parser_reads_the_metric_tables() -> None:
     names, prefixes = contract()
-    assert {"vdi_sessions", "vdi_host_load15", "vdi_collector_report_duration_seconds_bucket"} <= names
+    assert {"vdi_sessions", "vdi_host_load15", "vdi_collector_report_duration_seconds_bucket",
+            "vdi_logon_phase_seconds_sum", "vdi_session_rtt_seconds_bucket"} <= names
+    assert "vdi_logon_phase_seconds_bucket" not in names, "a summary has no buckets"
     assert not {"host", "site", "delivery_group"} & names, "the labels table is not a metric table"
     assert "process_" in prefixes
 

@@ -4,7 +4,8 @@ Set-up (about 40 s): two collector replicas, a real Prometheus scraping both
 every second (tests/prometheus_harness.py, job "vdiwatch-collector", the
 project's rules loaded), and a feeder thread that posts a report for every host
 of a 30-host simulated farm (agent/simfarm.py) every second, stepping simulated
-time 5 minutes per tick from 09:00 so that sessions exist. Agents report with a
+time 5 minutes per tick from 08:00 (the end of the morning ramp), so that
+sessions exist and every host logs users on. Agents report with a
 1 s interval, so a silent host is stale after 3 s. Faults:
 
     sim-0001  agent_dies        posts 3 times, then goes silent  -> stale
@@ -16,6 +17,10 @@ time 5 minutes per tick from 09:00 so that sessions exist. Agents report with a
     sim-0010, sim-0011  fail over from replica A to replica B at tick 4: their
               old copies stay on A (stale, with frozen session counts)
     plus one report per tick that breaks the contract (a rejection)
+    fixture-vda  a server-OS VDA whose logons are the agent's own reading of the
+              documented events in tests/fixtures/logons/server_vda.xml (parsed
+              and matched by agent/logons): no logon before tick 6, all of them
+              from then on; it reports logons only, in sim-0001's group
 
 Phase 1, the farm running: every target of every panel is run as an instant
 query, with the dashboard variables substituted by values from the data
@@ -47,7 +52,11 @@ from typing import Any, Dict, Iterator, List, Optional, Set
 import pytest
 import requests
 
+from agent.logons.matching import LogonMatcher
+from agent.logons.totals import LogonTotals
 from agent.simfarm import Farm, SimHost
+from contract.report import reading_to_doc
+from tests.agent.logons.test_matching import events
 from tests.conftest import CollectorProcess
 from tests.grafana.test_dashboards import dashboards, label_values_selector, variable_query
 from tests.prometheus_harness import PrometheusServer, value
@@ -55,7 +64,7 @@ from tests.prometheus_harness import PrometheusServer, value
 pytestmark = pytest.mark.slow
 
 MIDNIGHT = 1796083200 - (1796083200 % 86400)  # 2026-12-01 00:00 UTC, as tests/sim uses
-SIM_START = MIDNIGHT + 9 * 3600
+SIM_START = MIDNIGHT + 8 * 3600  # the end of the morning ramp: logons in every hour of the run
 SIM_STEP = 300.0  # simulated seconds per real second
 RUN_TICKS = 12  # ticks before phase 1: stale hosts settled, more than 10 s of samples
 
@@ -66,6 +75,17 @@ FAULTS = {DRAINED: "not_accepting", MAINTENANCE: "maintenance", LOW_MEMORY: "mem
           BUSY_CPU: "cpu_saturated"}
 EXPECTED_PROBLEMS = {("agent silent", DEAD), ("not accepting logons", DRAINED), ("in maintenance", MAINTENANCE),
                      ("memory under 10 %", LOW_MEMORY), ("CPU over 90 %", BUSY_CPU)}
+FIXTURE_VDA, FIXTURE_LOGONS_FROM = "fixture-vda", 6
+
+
+def fixture_logons() -> LogonTotals:
+    """What the agent on the fixture VDA counts from its event log: its documented logons, matched."""
+    totals = LogonTotals()
+    for logon in LogonMatcher().add(events("server_vda.xml"), now=1796083200.0):
+        totals.add_logon(logon)
+    return totals
+
+
 GRAFANA_INTERVALS = {"__rate_interval": "10s", "__interval": "5s", "__range": "1m"}
 REWRITES = ((r"offset 1d\b", "offset 5s"), (r"\[1d:", "[1m:"), (r":5m\]", ":5s]"))
 
@@ -152,6 +172,17 @@ class Feeder(threading.Thread):
                 h.name == GOODBYE and self.ticks == 4)))
             if r.status_code != 200:
                 self.errors.append(f"{h.name}: {r.status_code} {r.text[:300]}")
+        vda = self.farm.by_name(DEAD)
+        logons = fixture_logons() if self.ticks >= FIXTURE_LOGONS_FROM else LogonTotals()
+        r = self.post(self.a, {
+            "schema_version": 1, "host": FIXTURE_VDA, "site": vda.site, "delivery_group": vda.delivery_group,
+            "timestamp_seconds": time.time(),
+            "agent": {"version": "0.9.0", "os": "windows", "os_release": "Windows Server 2022",
+                      "interval_seconds": 1, "start_time_seconds": self.started},
+            "collectors": {"logons": {"success": True, "duration_seconds": 0.003}},
+            "readings": {"logons": reading_to_doc("logons", logons.reading())}})
+        if r.status_code != 200:
+            self.errors.append(f"{FIXTURE_VDA}: {r.status_code} {r.text[:300]}")
         bad = self.post(self.a, {"schema_version": 1, "host": "sim-broken", "site": "site-1"})
         if bad.status_code == 400:
             self.rejected_reasons.add(bad.json()["reason"])
@@ -329,7 +360,10 @@ def test_variables_list_the_farm(env: Env) -> None:
         assert env.variables[name]["delivery_group"] == groups
     host_vars = env.variables["host.json"]
     assert env.host["host"] in host_vars["host"]
-    assert host_vars["host"] == sorted(h.name for h in env.farm.hosts if h.delivery_group == env.host["delivery_group"])
+    group = [h.name for h in env.farm.hosts if h.delivery_group == env.host["delivery_group"]]
+    if env.farm.by_name(DEAD).delivery_group == env.host["delivery_group"]:
+        group.append(FIXTURE_VDA)
+    assert host_vars["host"] == sorted(group)
     assert len(env.variables["collector.json"]["instance"]) == 2
 
 
@@ -343,8 +377,8 @@ def test_problem_hosts_table_names_exactly_the_faulty_hosts(env: Env) -> None:
 def test_wall_counts_the_stale_agent_and_leaves_out_the_clean_shutdown(env: Env) -> None:
     by_panel = {(r.panel, r.ref): r.rows for r in env.running if r.dashboard == "wall.json"}
     assert [value(x) for x in by_panel[("Stale agents", "A")]] == [1]
-    assert [value(x) for x in by_panel[("Hosts up / total", "A")]] == [28]  # 30 - stale - stopped
-    assert [value(x) for x in by_panel[("Hosts up / total", "B")]] == [29]  # the stopped host is not expected
+    assert [value(x) for x in by_panel[("Hosts up / total", "A")]] == [29]  # 30 - stale - stopped + fixture VDA
+    assert [value(x) for x in by_panel[("Hosts up / total", "B")]] == [30]  # the stopped host is not expected
 
 
 def test_host_drill_down_shows_the_host(env: Env) -> None:
@@ -357,6 +391,24 @@ def test_host_drill_down_shows_the_host(env: Env) -> None:
         "cpu", "memory", "filesystems", "sessions"}
     assert 0 <= value(rows[("Report age", "A")][0]) < 3
     assert abs(value(rows[("Clock skew", "A")][0])) < 1
+
+
+def test_host_dashboard_shows_the_fixture_vdas_logons_with_their_phases(env: Env) -> None:
+    """The agent's reading of documented VDA events, through a real collector and Prometheus, on the host
+    dashboard's logon panels: each phase's average is the fixture's, and a phase no logon had is absent."""
+    reading = fixture_logons().reading()
+    expected = {phase: round(total / count, 6) for (phase, total), (_, count)
+                in zip(reading.phase_sum_seconds, reading.phase_count) if count}
+    assert expected, "the fixture has logons with phases"
+    where = {"host": FIXTURE_VDA, "site": env.farm.by_name(DEAD).site,
+             "delivery_group": env.farm.by_name(DEAD).delivery_group}
+    phases = {r["metric"]["phase"]: round(value(r), 6) for r in env.query("host.json", "Logon phases", **where)}
+    assert phases == expected
+    quantiles = [value(r) for ref in ("A", "B") for r in env.query("host.json", "Logon duration", ref, **where)]
+    longest = reading.duration_sum_seconds  # no quantile can exceed the sum of all durations
+    assert len(quantiles) == 2 and all(0 < q <= longest for q in quantiles), quantiles
+    failed = env.query("host.json", "Failed logons and dropped sessions", "A", **where)
+    assert {r["metric"]["reason"] for r in failed} == {reason for reason, _ in reading.failures}
 
 
 def test_collector_dashboard_shows_the_rejections_and_snapshots(env: Env) -> None:
@@ -431,13 +483,18 @@ def test_capacity_headroom_and_sizing_equal_the_farm(env: Env) -> None:
     assert hosts == {g: 4 if g == dead_group else 5 for g in expected}
     average = by_group(env.query("capacity.json", title, "C"))
     assert set(average.values()) == {20.0, 1.0}
-    # a range covering the whole run, so that the peak cannot change between the two queries
-    peak = by_group(env.query("capacity.json", title, "A", __range="5m"), digits=9)
+    # a range covering the whole run, so that the peak cannot change between the two queries; the farm grew
+    # until it froze, so wait until the subquery's last 5 s step has seen the frozen numbers
+    sessions_now = {g: sum(counts(env, h).get(s, 0) for h in live(env) if h.delivery_group == g
+                           for s in ("active", "idle", "disconnected")) for g in expected}
+
+    def peak_with_frozen_farm() -> Optional[Dict[str, float]]:
+        p = by_group(env.query("capacity.json", title, "A", __range="5m"), digits=9)
+        return p if all(p.get(g, -1) >= n for g, n in sessions_now.items()) else None
+
+    peak = env.prom.wait_until(peak_with_frozen_farm, timeout=15, message="the peak includes the frozen farm")
     needed = by_group(env.query("capacity.json", title, "D", __range="5m"))
     for g in expected:
-        sessions_now = sum(counts(env, h).get(s, 0) for h in live(env) if h.delivery_group == g
-                           for s in ("active", "idle", "disconnected"))
-        assert peak[g] >= sessions_now
         assert needed[g] == math.ceil(peak[g] * 1.2 / average[g])  # the same IEEE arithmetic as Go
 
 
