@@ -84,11 +84,6 @@ def rate(metric: str, m: Sequence[str], window: str, *labels: str, extra: Sequen
     return per_host(f"{fn}({sel(metric, *m, *extra)}[{window}])", *labels, counter=True)
 
 
-def increase(metric: str, m: Sequence[str], window: str, *labels: str, extra: Sequence[str] = ()) -> str:
-    """A per-host increase of a counter over `window`, deduplicated."""
-    return rate(metric, m, window, *labels, extra=extra, fn="increase")
-
-
 def reporting(m: Sequence[str], offset: str = "") -> str:
     """Hosts whose agent reports now (vdi_agent_up 1; maintenance hosts included)."""
     return f"({gauge('vdi_agent_up', m, offset=offset)} == 1)"
@@ -124,18 +119,25 @@ def cpu_busy(m: Sequence[str], window: str) -> str:
     return f"(1 - sum by (host, site, delivery_group) ({idle}) / sum by (host, site, delivery_group) ({total}))"
 
 
-def quantile(q: float, metric: str, m: Sequence[str], window: str, *by: str, extra: Sequence[str] = ()) -> str:
-    """The q-quantile of a histogram (`metric` without `_bucket`) over `window`, per `by`, from deduplicated
-    per-host bucket rates; NaN (no observation in the window) is dropped, so an idle group shows no value."""
-    buckets = rate(f"{metric}_bucket", m, window, "le", *(b for b in by if b not in HOST_LABELS), extra=extra)
-    return f"histogram_quantile({q}, sum by ({', '.join((*by, 'le'))}) ({buckets})) >= 0"
+def fresh(metric: str, m: Sequence[str], window: str, extra: Sequence[str] = (), fn: str = "rate") -> str:
+    """`rate` (or `increase`) of a counter's freshest copy per host, the recording rule
+    `host:<metric>:freshest` the alerts read: one series per host that goes on across a failover, where the
+    max of the copies' increases would drop what the old replica saw (half an hour's logons after a failover
+    at half time)."""
+    return f"{fn}({sel(f'host:{metric}:freshest', *m, *extra)}[{window}])"
+
+
+def quantile(q: float, metric: str, m: Sequence[str], window: str, *by: str) -> str:
+    """The q-quantile of a histogram (`metric` without `_bucket`) over `window`, per `by`, from the freshest
+    copies' bucket rates; NaN (no observation in the window) is dropped, so an idle group shows no value."""
+    return f"histogram_quantile({q}, sum by ({', '.join((*by, 'le'))}) ({fresh(metric + '_bucket', m, window)})) >= 0"
 
 
 def phase_average(m: Sequence[str], window: str, *by: str) -> str:
     """Average seconds per logon phase: the rate of the phase's seconds over the rate of logons that had it."""
     labels = ", ".join((*by, "phase"))
-    seconds = rate("vdi_logon_phase_seconds_sum", m, window, "phase")
-    logons = rate("vdi_logon_phase_seconds_count", m, window, "phase")
+    seconds = fresh("vdi_logon_phase_seconds_sum", m, window)
+    logons = fresh("vdi_logon_phase_seconds_count", m, window)
     return f"sum by ({labels}) ({seconds}) / (sum by ({labels}) ({logons}) > 0)"
 
 
@@ -382,10 +384,10 @@ def user_experience_table() -> Panel:
          INPUT_DELAY_STEPS),
         ("Round trip p95 (10 min)", quantile(0.95, "vdi_session_rtt_seconds", WALL, "10m", by), "s", 2, RTT_STEPS),
         ("Failed logons (1 h)",
-         f"sum by ({by}) ({increase('vdi_logon_failures_total', WALL, '1h', 'reason')})", "short", 0,
+         f"sum by ({by}) ({fresh('vdi_logon_failures_total', WALL, '1h', fn='increase')})", "short", 0,
          ((None, "green"), (5, "orange"), (20, "red"))),
         ("Dropped sessions (1 h)",
-         f"sum by ({by}) ({increase('vdi_session_disconnect_reasons_total', WALL, '1h', 'reason', extra=[DROPPED])})",
+         f"sum by ({by}) ({fresh('vdi_session_disconnect_reasons_total', WALL, '1h', [DROPPED], fn='increase')})",
          "short", 0, ((None, "green"), (3, "orange"), (10, "red"))),
     )
     values = [f"Value #{chr(ord('A') + i)}" for i in range(len(cells))]
@@ -664,10 +666,10 @@ def host() -> Dict[str, Any]:
           (8, timeseries(
               "Failed logons and dropped sessions", "Failed logons by reason (Security 4625) and disconnects "
               "by reason (event 40) per interval (bars, at least 5 minutes each).",
-              [target(f"sum by (reason) ({increase('vdi_logon_failures_total', HOST, '$__interval', 'reason')})",
+              [target(f"sum by (reason) ({fresh('vdi_logon_failures_total', HOST, '$__interval', fn='increase')})",
                       "failed: {{reason}}"),
                target(f"sum by (reason) "
-                      f"({increase('vdi_session_disconnect_reasons_total', HOST, '$__interval', 'reason')})",
+                      f"({fresh('vdi_session_disconnect_reasons_total', HOST, '$__interval', fn='increase')})",
                       "disconnect: {{reason}}")],
               bars=True, decimals=0, interval="5m")))
 
@@ -695,7 +697,7 @@ def host() -> Dict[str, Any]:
           (12, bargauge(
               "Top applications by CPU", "CPU cores used by each application's processes in user sessions over "
               "the last 5 minutes: the agent's allowlist and top applications, the rest as other.",
-              [target(f"topk(10, sum by (app) ({rate('vdi_app_cpu_seconds_total', HOST, '5m', 'app')}))", "{{app}}",
+              [target(f"topk(10, sum by (app) ({fresh('vdi_app_cpu_seconds_total', HOST, '5m')}))", "{{app}}",
                       instant=True)],
               unit="short", decimals=2, color_mode="continuous-BlYlRd")),
           (12, bargauge(
@@ -736,7 +738,7 @@ def capacity() -> Dict[str, Any]:
           (12, timeseries(
               "Logons per hour", "Sessions that appeared per hour, per delivery group (increase of "
               "vdi_session_logons_total over 1 h).",
-              [target(f"sum by (delivery_group) ({rate('vdi_session_logons_total', CAP, '1h', fn='increase')})",
+              [target(f"sum by (delivery_group) ({fresh('vdi_session_logons_total', CAP, '1h', fn='increase')})",
                       "{{delivery_group}}")], bars=True, decimals=0, interval="1h", legend_calcs=["max"])))
     slots = gauge("vdi_host_max_sessions", CAP)
     headroom = (f"sum by (delivery_group) (clamp_min({slots} - on (host, site, delivery_group) "
