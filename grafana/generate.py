@@ -335,7 +335,7 @@ def dashboard(uid: str, title: str, description: str, grid: Grid, variables: Lis
         "refresh": refresh, "time": {"from": time_from, "to": "now"}, "timepicker": {},
         "annotations": {"list": []},
         "links": [{"type": "dashboards", "tags": ["vdiwatch"], "title": "vdiwatch", "asDropdown": True,
-                   "includeVars": False, "keepTime": True, "targetBlank": False, "icon": "external link",
+                   "includeVars": True, "keepTime": True, "targetBlank": False, "icon": "external link",
                    "tooltip": "", "url": ""}],
         "templating": {"list": [datasource_variable(), *variables]},
         "panels": grid.panels,
@@ -345,6 +345,12 @@ def dashboard(uid: str, title: str, description: str, grid: Grid, variables: Lis
 HOST_LINK = {"title": "Host drill-down", "targetBlank": False,
              "url": "/d/vdiwatch-host/vdiwatch-host?var-site=${__data.fields.site}"
                     "&var-delivery_group=${__data.fields.delivery_group}&var-host=${__value.raw}&${__url_time_range}"}
+
+GROUP_URL = "/d/vdiwatch-group/vdiwatch-delivery-group?${{site:queryparam}}&var-delivery_group={}&${{__url_time_range}}"
+GROUP_LINK = {"title": "Delivery group", "targetBlank": False,
+              "url": GROUP_URL.format("${__field.labels.delivery_group}")}  # a bar: the series' label
+GROUP_VALUE_LINK = {"title": "Delivery group", "targetBlank": False,
+                    "url": GROUP_URL.format("${__value.raw}")}  # a table cell: its value
 
 # ---------------------------------------------------------------------------
 # Wall
@@ -407,7 +413,8 @@ def user_experience_table() -> Panel:
         [target(expr, table=True) for _, expr, _, _, _ in cells],
         columns=["delivery_group", *values],
         rename={"delivery_group": "Delivery group", **{v: c[0] for v, c in zip(values, cells)}},
-        merge=True, sort="Delivery group", big=True, overrides=overrides, no_value="no measurements")
+        merge=True, sort="Delivery group", big=True, no_value="no measurements",
+        overrides=[*overrides, by_name("Delivery group", ("links", [GROUP_VALUE_LINK]))])
 
 
 def wall() -> Dict[str, Any]:
@@ -445,6 +452,8 @@ def wall() -> Dict[str, Any]:
         "capacity alerts read. Orange from 85 % (ticket), red from 95 % (page). A group with no open host has "
         "no bar: planned when its hosts are in maintenance or powered down, a page (no host accepting) when not.",
         [target(CAPACITY_RULE, "{{delivery_group}}", instant=True)],
+        overrides=[{"matcher": {"id": "byFrameRefID", "options": "A"},
+                    "properties": [{"id": "links", "value": [GROUP_LINK]}]}],
         big=True, unit="percentunit", min_value=0, max_value=1, decimals=0,
         steps=thresholds((None, "green"), (0.85, "orange"), (0.95, "red")))
     states = 'state=~"active|idle|disconnected"'
@@ -714,6 +723,132 @@ def host() -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
+# Delivery group
+# ---------------------------------------------------------------------------
+
+GROUP = ('site=~"$site"', 'delivery_group="$delivery_group"')
+
+
+def rule(name: str, m: Sequence[str] = GROUP) -> str:
+    """A recording rule's series for the dashboard's selection: what the alerts read, so the panel agrees."""
+    return sel(name, *m)
+
+
+def group() -> Dict[str, Any]:
+    """One delivery group as on-call sees it when an alert names it: everything from the recording rules."""
+    g = Grid()
+    open_hosts_now = f"count({rule('host:vdi_host_accepting_sessions:healthy')} == 1) or vector(0)"
+    free = (f"sum(clamp_min({rule('host:vdi_host_max_sessions:max')} - on (host, site, delivery_group) "
+            f"sum without (state) ({rule('host:vdi_sessions:sum')}), 0) * on (host, site, delivery_group) "
+            f"{rule('host:vdi_host_accepting_sessions:healthy')}) or vector(0)")
+    g.add(5,
+          (4, stat("Open hosts", "Hosts of the group open for logons now: reporting, accepting, not in maintenance.",
+                   [target(open_hosts_now, "open", instant=True)], big=True, decimals=0,
+                   steps=thresholds((None, "red"), (1, "blue")))),
+          (4, stat("Free slots", "Session slots free on the open hosts: their vdi_host_max_sessions minus their "
+                   "sessions. Red at 0: the next user gets no desktop.",
+                   [target(free, "free", instant=True)], big=True, decimals=0,
+                   steps=thresholds((None, "red"), (1, "blue")))),
+          (4, stat("Capacity used", "delivery_group:vdi_capacity_used:ratio, as the capacity alerts read it. Orange "
+                   "from 85 %, red from 95 %; empty when no host is open.",
+                   [target(CAPACITY_RULE, "used", instant=True)], big=True, unit="percentunit", decimals=0,
+                   steps=thresholds((None, "green"), (0.85, "orange"), (0.95, "red")))),
+          (4, stat("Logon p95 (30 min)", "The slowest site's 95th percentile of logon time over 30 minutes, as "
+                   "VdiDeliveryGroupLogonSlow reads it: orange from 60 s, red from 180 s.",
+                   [target(f"max({rule('site_delivery_group:vdi_logon_duration_seconds:p95_rate30m')})", "p95",
+                           instant=True)], big=True, unit="s", decimals=0, steps=thresholds(*LOGON_STEPS),
+                   no_value="no logons")),
+          (4, stat("Input delay poor (1 h)", "Share of session-intervals with input delay over 0.5 s in the last "
+                   "hour (the input-delay SLO's error ratio; the budget is 1 %): orange from 1 %, red from 14.4 % "
+                   "(the fast-burn page).",
+                   [target(rule("delivery_group:vdi_session_input_delay_poor:ratio_rate1h", GROUP[1:]), "poor",
+                           instant=True)], big=True, unit="percentunit", decimals=1,
+                   steps=thresholds((None, "green"), (0.01, "orange"), (0.144, "red")), no_value="no sessions")),
+          (4, stat("Paging alerts", "Alerts of severity page firing for this delivery group now.",
+                   [target('count(ALERTS{alertstate="firing", severity="page", '
+                           'delivery_group="$delivery_group"}) or vector(0)', "paging", instant=True)],
+                   big=True, decimals=0, steps=thresholds((None, "green"), (1, "red")))))
+    hosts = [
+        ("Sessions", f"sum without (state) ({rule('host:vdi_sessions:sum')})", "short", 0),
+        ("Max sessions", rule("host:vdi_host_max_sessions:max"), "short", 0),
+        ("Open", rule("host:vdi_host_accepting_sessions:healthy"), "short", 0),
+        ("CPU (5 min)", rule("host:vdi_host_cpu_utilization:ratio_rate5m"), "percentunit", 0),
+        ("Memory available", rule("host:vdi_host_memory_available:ratio"), "percentunit", 0),
+    ]
+    values = [f"Value #{chr(ord('A') + i)}" for i in range(len(hosts) + 1)]
+    state = f"{rule('host:vdi_host_state:max')} == 1"
+    g.add(9, (24, table(
+        "Hosts", "Every host of the group with its state (up, stale, stopped, maintenance), sessions and slots, "
+        "whether it is open for logons (1), CPU busy over 5 minutes and memory available. A silent host has "
+        "only its state. Click a host for its drill-down.",
+        [target(state, table=True)] + [target(q, table=True) for _, q, _, _ in hosts],
+        columns=["host", "site", "state", *values[1:]],
+        rename={"host": "Host", "site": "Site", "state": "State",
+                **{v: h[0] for v, h in zip(values[1:], hosts)}},
+        merge=True, sort="Host",
+        overrides=[by_name("Host", ("links", [HOST_LINK])),
+                   by_name("State", ("mappings", value_mappings(*((s, s, c) for s, _, c in HOST_STATE_CODES))),
+                           ("custom.cellOptions", {"type": "color-text"}))]
+        + [by_name(h[0], ("unit", h[2]), ("decimals", h[3])) for h in hosts])))
+    g.section("Logons")
+    g.add(8,
+          (8, timeseries(
+              "Logon duration", "50th and 95th percentile of logon time per site over 30 minutes (the recording "
+              "rules the slow-logon alerts read). Lines at 60 s and 180 s.",
+              [target(rule(f"site_delivery_group:vdi_logon_duration_seconds:p{q}_rate30m"), f"{{{{site}}}} p{q}")
+               for q in (50, 95)],
+              unit="s", decimals=0, steps=thresholds(*LOGON_STEPS), threshold_style="dashed")),
+          (8, timeseries(
+              "Logon phases", "Average seconds per logon in each phase over 30 minutes: profile first for a slow "
+              "profile share or FSLogix, group_policy for policies and domain controllers, shell for logon "
+              "scripts and the desktop.",
+              [target(f"avg by (phase) ({rule('site_delivery_group:vdi_logon_phase_seconds:avg_rate30m')})",
+                      "{{phase}}")], stack=True, fill=40, unit="s", decimals=1)),
+          (8, timeseries(
+              "Failed logons", "Share of logon attempts that failed over 15 minutes per site (the failed-logon "
+              "page fires above 20 %), and failures per minute by reason (right axis).",
+              [target(rule("site_delivery_group:vdi_logon_failures:ratio_rate15m"), "{{site}} failed share"),
+               target(f"sum by (reason) ({rule('site_delivery_group:vdi_logon_failures:rate15m')}) * 60",
+                      "{{reason}} per minute")],
+              unit="percentunit", overrides=[by_name("/per minute/", ("unit", "short"),
+                                                     ("custom.axisPlacement", "right"), regex=True)])))
+    g.section("User experience")
+    g.add(8,
+          (8, timeseries(
+              "Input delay", "95th percentile of input delay over 5 minutes, on the bands: good under 150 ms, "
+              "acceptable to 500 ms, poor to 2 s.",
+              [target(rule("delivery_group:vdi_session_input_delay_seconds:p95_rate5m", GROUP[1:]), "p95")],
+              unit="s", steps=thresholds(*INPUT_DELAY_STEPS), threshold_style="area")),
+          (8, timeseries(
+              "Round-trip time", "95th percentile of the protocol round trip per protocol over 10 minutes; line "
+              "at 300 ms (the round-trip ticket).",
+              [target(rule("delivery_group:vdi_session_rtt_seconds:p95_rate10m", GROUP[1:]), "{{protocol}} p95")],
+              unit="s", steps=thresholds(*RTT_STEPS), threshold_style="dashed")),
+          (8, timeseries(
+              "Disconnects by reason", "Session disconnects per minute by reason over 5 minutes (event 40): "
+              "network and server are the ones users did not choose.",
+              [target(f"sum by (reason) ({rule('site_delivery_group:vdi_session_disconnect_reasons:rate5m')}) "
+                      "* 60", "{{reason}}")], stack=True, fill=40, decimals=1)))
+    g.section("Sessions and applications")
+    g.add(8,
+          (12, timeseries(
+              "Sessions by state", "Sessions of the group by state (the hosts that report).",
+              [target(f"sum by (state) ({rule('site_delivery_group:vdi_sessions:sum')})", "{{state}}")],
+              stack=True, fill=40, decimals=0,
+              overrides=[by_name(s, ("color", color(c))) for s, c in STATE_COLORS.items()])),
+          (12, bargauge(
+              "Top applications by CPU", "CPU cores used by each application in the group's user sessions over "
+              "5 minutes (the agents' allowlist and top applications; the rest as other).",
+              [target(f"topk(10, sum by (app) ({fresh('vdi_app_cpu_seconds_total', GROUP, '5m')}))", "{{app}}",
+                      instant=True)], unit="short", decimals=2, color_mode="continuous-BlYlRd")))
+    variables = [query_variable("site", "Site", SITE_VAR),
+                 query_variable("delivery_group", "Delivery group", GROUP_VAR, all_=False, multi=False)]
+    return dashboard("vdiwatch-group", "vdiwatch delivery group",
+                     "One delivery group as the alerts see it: open hosts, free slots, logons, user experience, "
+                     "hosts.", g, variables, refresh="1m", time_from="now-6h")
+
+
+# ---------------------------------------------------------------------------
 # Capacity
 # ---------------------------------------------------------------------------
 
@@ -858,7 +993,7 @@ def collector() -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------
 
-DASHBOARDS = {"wall": wall, "host": host, "capacity": capacity, "collector": collector}
+DASHBOARDS = {"wall": wall, "host": host, "group": group, "capacity": capacity, "collector": collector}
 
 
 def render(build) -> str:

@@ -21,7 +21,8 @@ from tests.conftest import ROOT
 
 DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
 CONTRACT = ROOT / "docs" / "metrics.md"
-UIDS = {"wall.json": "vdiwatch-wall", "host.json": "vdiwatch-host", "capacity.json": "vdiwatch-capacity",
+UIDS = {"wall.json": "vdiwatch-wall", "host.json": "vdiwatch-host", "group.json": "vdiwatch-group",
+        "capacity.json": "vdiwatch-capacity",
         "collector.json": "vdiwatch-collector"}
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -248,13 +249,34 @@ def test_site_group_host_variables_chain_on_vdi_agent_info() -> None:
         "host": 'label_values(vdi_agent_info{site=~"$site", delivery_group=~"$delivery_group"}, host)',
     }
     for name, wanted in (("wall.json", ["site", "delivery_group"]), ("host.json", ["site", "delivery_group", "host"]),
-                         ("capacity.json", ["site", "delivery_group"]), ("collector.json", [])):
+                         ("group.json", ["site", "delivery_group"]), ("capacity.json", ["site", "delivery_group"]),
+                         ("collector.json", [])):
         variables = {v["name"]: v for v in found[name]["templating"]["list"] if v["type"] == "query"}
         assert [n for n in variables if n in expected] == wanted, name
         for v in wanted:
             assert variable_query(variables[v]) == expected[v]
     host_var = next(v for v in found["host.json"]["templating"]["list"] if v["name"] == "host")
     assert not host_var["multi"] and not host_var["includeAll"], "a drill-down shows one host"
+    group_var = next(v for v in found["group.json"]["templating"]["list"] if v["name"] == "delivery_group")
+    assert not group_var["multi"] and not group_var["includeAll"], "the group dashboard shows one group"
+
+
+def test_links_between_dashboards_carry_the_variables() -> None:
+    found = dashboards()
+    for name, d in found.items():
+        assert all(link["includeVars"] and link["keepTime"] for link in d["links"]), name
+    wall = {p["title"]: p for p in found["wall.json"]["panels"]}
+    capacity_links = [link["url"] for o in wall["Capacity used per delivery group"]["fieldConfig"]["overrides"]
+                      for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+    table_links = [link["url"] for o in wall["User experience per delivery group"]["fieldConfig"]["overrides"]
+                   for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+    for url, value in ((capacity_links, "${__field.labels.delivery_group}"), (table_links, "${__value.raw}")):
+        assert url == [f"/d/vdiwatch-group/vdiwatch-delivery-group?${{site:queryparam}}&var-delivery_group={value}"
+                       "&${__url_time_range}"]
+    group = {p["title"]: p for p in found["group.json"]["panels"]}
+    host_links = [link["url"] for o in group["Hosts"]["fieldConfig"]["overrides"]
+                  for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+    assert host_links and all(u.startswith("/d/vdiwatch-host/") and "var-host=${__value.raw}" in u for u in host_links)
 
 
 def test_wall_is_readable_from_three_metres() -> None:
@@ -306,6 +328,7 @@ def test_wall_user_experience_table_colours_each_cell_by_its_bands() -> None:
         assert expr.endswith(" >= 0"), "a group with nothing measured shows an empty cell, not NaN"
     bands = {o["matcher"]["options"]: {q["id"]: q["value"] for q in o["properties"]}
              for o in ux["fieldConfig"]["overrides"]}
+    bands = {name: props for name, props in bands.items() if "thresholds" in props}  # not the group link
     steps = {name: [(s["value"], s["color"]) for s in props["thresholds"]["steps"]] for name, props in bands.items()}
     assert steps["Input delay p95 (5 min)"] == [(None, "green"), (0.15, "yellow"), (0.5, "orange"), (2, "red")]
     assert [v for v, _ in steps["Round trip p95 (10 min)"]] == [None, 0.1, 0.3, 0.5]

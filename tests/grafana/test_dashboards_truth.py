@@ -317,6 +317,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
         host = pick_host(prom)
         variables = {"wall.json": ALL, "capacity.json": ALL, "collector.json": ALL,
+                     "group.json": {"site": ".*", "delivery_group": host["delivery_group"]},
                      "host.json": {"site": host["site"], "delivery_group": host["delivery_group"],
                                    "host": host["host"]}}
         running = [r for name, v in variables.items() for r in run_queries(prom, name, v)]
@@ -338,7 +339,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 def test_every_query_of_every_panel_returns_data(env: Env) -> None:
-    assert {r.dashboard for r in env.running} == {"wall.json", "host.json", "capacity.json", "collector.json"}
+    assert {r.dashboard for r in env.running} == {"wall.json", "host.json", "group.json", "capacity.json",
+                                                  "collector.json"}
     assert len(env.running) > 60
     failed = [f"{r.dashboard} / {r.panel} / {r.ref}: {r.error or 'no series'}\n    {r.expr[:300]}"
               for r in env.running if r.error or not r.rows]
@@ -438,10 +440,10 @@ def open_for_logons(env: Env) -> List[SimHost]:
     return [h for h in live(env) if h.accepting() and "maintenance" not in h.faults]
 
 
-def settle(env: Env, name: str, title: str, expected: Any, convert, ref: str = "A") -> None:
+def settle(env: Env, name: str, title: str, expected: Any, convert, ref: str = "A", **variables: str) -> None:
     """Wait until Prometheus scraped the frozen farm, then the panel must show `expected`."""
-    env.prom.wait_until(lambda: convert(env.query(name, title, ref)) == expected, timeout=15,
-                        message=f"{name} / {title} shows {expected}")
+    env.prom.wait_until(lambda: convert(env.query(name, title, ref, **variables)) == expected, timeout=15,
+                        message=f"{name} / {title} {variables or ''} shows {expected}")
 
 
 def by_group(rows: List[Dict[str, Any]], digits: int = 6) -> Dict[str, float]:
@@ -469,6 +471,15 @@ def test_wall_capacity_used_equals_the_farm_and_the_alerts_rule(env: Env) -> Non
     settle(env, "wall.json", "Capacity used per delivery group", expected, by_group)
     # what VdiDeliveryGroupCapacityHigh/Critical average, on the same data
     assert by_group(env.prom.query("delivery_group:vdi_capacity_used:ratio")) == expected
+
+
+def test_group_dashboard_open_hosts_and_free_slots_equal_the_farm(env: Env) -> None:
+    for g in sorted({h.delivery_group for h in env.farm.hosts}):
+        members = [h for h in open_for_logons(env) if h.delivery_group == g]
+        where = {"site": ".*", "delivery_group": g}
+        settle(env, "group.json", "Open hosts", [len(members)], lambda rows: [value(r) for r in rows], **where)
+        free = sum(max(0, h.max_sessions - len(h.sessions)) for h in members)
+        settle(env, "group.json", "Free slots", [free], lambda rows: [value(r) for r in rows], **where)
 
 
 def test_capacity_headroom_and_sizing_equal_the_farm(env: Env) -> None:
