@@ -360,7 +360,10 @@ def test_host_panels_cover_the_drill_down() -> None:
 def test_capacity_sizing_applies_the_20_percent_reserve() -> None:
     cap = dashboards()["capacity.json"]
     exprs = [t["expr"] for _, t in targets(cap)]
-    assert any(e.startswith("max_over_time(") and "[1d:5m]" in e for e in exprs), "peak per day"
+    peaks = [e for e in exprs if e.startswith("max_over_time(")]
+    assert any("[1d:5m]" in e for e in peaks), "peak per day"
+    # every subquery reads the per-group recording rule, never per-host series: its cost must not grow with the farm
+    assert peaks and all(not PER_HOST.search(e) and "site_delivery_group:vdi_sessions:sum" in e for e in peaks)
     # the freshest copy's increase, which goes on across a failover (not the max of the copies' increases)
     assert any("increase(host:vdi_session_logons_total:freshest" in e and "[1h]" in e for e in exprs), "logons per hour"
     needed = [e for e in exprs if e.startswith("ceil(")]
