@@ -529,6 +529,17 @@ def host() -> Dict[str, Any]:
                    [target(gauge("vdi_agent_info", HOST, "version", "os", "os_release"),
                            "{{version}} on {{os}} {{os_release}}", instant=True)],
                    text_mode="name", steps=fixed("blue"))))
+    g.add(4, (24, panel(
+        "state-timeline", "State over time", "The collector's view of the host over the time range: up, "
+        "maintenance, stale (silent without goodbye) or stopped (said goodbye), from the same recording rule "
+        "as the alerts (host:vdi_host_state:max). A gap is a time Prometheus has no sample for.",
+        [target(" + ".join(f"max({sel('host:vdi_host_state:max', *HOST, is_('state', s))}) * {code}"
+                           for s, code, _ in HOST_STATE_CODES), "state")],
+        mappings=value_mappings(*((str(code), s, c) for s, code, c in HOST_STATE_CODES)),
+        custom={"fillOpacity": 80, "lineWidth": 0},
+        options={"showValue": "never", "mergeValues": True, "rowHeight": 0.9, "alignValue": "left",
+                 "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
+                 "tooltip": {"mode": "single", "sort": "none"}})))
     g.add(3, (24, stat(
         "Agent collectors", "Per agent collector (cpu, memory, sessions...): OK when it succeeded in the last "
         "report, FAILED when not (its readings are then missing).",
