@@ -24,7 +24,7 @@ import requests
 from requests.auth import AuthBase
 
 from broker.config import AuthSection, auth_library
-from broker.fetch import PollError, read_bounded
+from broker.fetch import HEADERS, PollError, read_bounded
 from contract.configfile import ConfigError
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ class CitrixCloudAuth(AuthBase):
             resp = self.session.post(
                 self.token_url, data={"grant_type": "client_credentials", "client_id": self._client_id,
                                       "client_secret": self._client_secret},
-                headers={"Accept": "application/json"}, timeout=self.timeout, verify=self.verify,
-                stream=True, allow_redirects=False)
+                headers=HEADERS, timeout=self.timeout, verify=self.verify, stream=True, allow_redirects=False)
         except requests.Timeout:
             raise PollError("auth", "the token request timed out") from None
         except requests.RequestException as e:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
+import urllib3
 
 from broker.config import ODataSection
 from broker.odata import Machine, MalformedPage, Options, Problem, parse_page
@@ -30,6 +31,7 @@ FAILURE_REASONS = ("connect", "timeout", "tls", "auth", "rate_limited", "http_st
                    "malformed", "bad_next_link", "too_many_pages", "too_many_machines")
 SELECT = "Id,Name,DnsName,IsInMaintenanceMode,CurrentRegistrationState,CurrentPowerState,DesktopGroupId"
 CHUNK = 64 * 1024
+HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
 
 
 class PollError(Exception):
@@ -64,27 +66,44 @@ def first_url(o: ODataSection) -> str:
 
 
 def read_bounded(resp: requests.Response, limit: int, deadline: float, what: str = "the answer") -> bytes:
-    """The body, at most `limit` bytes, complete before `deadline` (time.monotonic)."""
+    """The body, at most `limit` bytes, complete before `deadline` (time.monotonic).
+
+    Read with `read1`, which returns what has arrived, so that the deadline is checked
+    while a server drips its answer; a silent server is cut off by the socket timeout.
+    The body is read as sent: identity was asked for, and a compressed answer (a
+    decompression bomb's way past the cap) is refused."""
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > limit:
         raise PollError("too_large", f"{what} announces {length} bytes, more than the {limit} allowed")
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise PollError("malformed", f"{what} is compressed (Content-Encoding {encoding[:20]!r}), "
+                                     "though identity was asked for")
+    raw = resp.raw
+    read = getattr(raw, "read1", None) or raw.read  # urllib3 >= 2 has read1
     chunks: List[bytes] = []
     size = 0
     try:
-        for chunk in resp.iter_content(CHUNK):
+        while True:
+            if time.monotonic() > deadline:
+                raise PollError("timeout", f"{what} did not arrive within the poll's deadline")
+            chunk = read(CHUNK, decode_content=False)
+            if not chunk:
+                break
             size += len(chunk)
             if size > limit:
                 raise PollError("too_large", f"{what} is larger than the {limit} bytes allowed")
-            if time.monotonic() > deadline:
-                raise PollError("timeout", f"{what} did not arrive within the poll's deadline")
             chunks.append(chunk)
-    except requests.RequestException as e:
+    except PollError:
+        raise
+    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as e:
         raise _request_error(e) from None
     return b"".join(chunks)
 
 
 def _request_error(e: Exception) -> PollError:
-    if isinstance(e, (requests.Timeout,)) or "timed out" in str(e).lower():
+    if isinstance(e, (requests.Timeout, TimeoutError, urllib3.exceptions.TimeoutError)) or \
+            "timed out" in str(e).lower():
         return PollError("timeout", f"no answer within the timeout ({type(e).__name__})")
     if isinstance(e, requests.exceptions.SSLError):
         return PollError("tls", "the TLS handshake or certificate check failed")
@@ -157,7 +176,7 @@ class Poller:
             raise PollError("timeout", f"the poll took longer than odata.poll_timeout ({self.o.poll_timeout:g} s)")
         timeout = min(self.o.timeout, remaining)
         try:
-            resp = self.session.get(url, auth=self.auth, headers={"Accept": "application/json"},
+            resp = self.session.get(url, auth=self.auth, headers=HEADERS,
                                     timeout=(timeout, timeout), stream=True, allow_redirects=False,
                                     verify=self.verify)
         except PollError:

@@ -1,0 +1,134 @@
+"""A fake Monitor Service on 127.0.0.1: documented-shape pages (tests/fixtures/broker/),
+server-driven paging with @odata.nextLink, and the hostile answers a test asks for."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, List, Optional
+
+from tests.conftest import FIXTURES
+
+PAGES = FIXTURES / "broker"
+ODATA_PATH = "/Citrix/Monitor/OData/v4/Data"
+
+
+def fixture_page(n: int) -> Dict[str, Any]:
+    return json.loads((PAGES / f"machines-page{n}.json").read_text(encoding="utf-8"))
+
+
+class FakeOData:
+    """`behaviour(handler)` answers each GET; the default serves the two fixture pages."""
+
+    def __init__(self) -> None:
+        self.requests: List[Dict[str, Any]] = []
+        self.behaviour: Callable[[BaseHTTPRequestHandler], None] = self.paged
+        self.token_requests: List[bytes] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                fake.requests.append({"path": self.path, "headers": dict(self.headers)})
+                try:
+                    fake.behaviour(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", "0"))
+                fake.token_requests.append(self.rfile.read(length))
+                fake.send_json(self, {"access_token": "tok-123", "token_type": "bearer", "expires_in": 3600})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda *_a: None  # a client that hung up on purpose
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{ODATA_PATH}"
+
+    def __enter__(self) -> "FakeOData":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --- answers -------------------------------------------------------------
+
+    @staticmethod
+    def send(handler: BaseHTTPRequestHandler, status: int, body: bytes,
+             content_type: str = "application/json; odata.metadata=minimal",
+             length: Optional[int] = None) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("OData-Version", "4.0")
+        handler.send_header("Content-Length", str(len(body) if length is None else length))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def send_json(self, handler: BaseHTTPRequestHandler, doc: Any, status: int = 200) -> None:
+        self.send(handler, status, json.dumps(doc).encode())
+
+    def paged(self, handler: BaseHTTPRequestHandler) -> None:
+        """Page 1, whose next link (absolute, as OData v4 writes it) leads to page 2."""
+        if "$skiptoken=2" in handler.path:
+            self.send_json(handler, fixture_page(2))
+            return
+        doc = fixture_page(1)
+        doc["@odata.nextLink"] = f"{self.url}/Machines?$skiptoken=2"
+        self.send_json(handler, doc)
+
+    def pages(self, docs: List[Any]) -> Callable[[BaseHTTPRequestHandler], None]:
+        """Serve `docs` in turn by $skiptoken=<i>, linking each to the next."""
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            i = int(handler.path.split("$skiptoken=")[1]) if "$skiptoken=" in handler.path else 0
+            doc = dict(docs[i])
+            if i + 1 < len(docs):
+                doc["@odata.nextLink"] = f"{self.url}/Machines?$skiptoken={i + 1}"
+            self.send_json(handler, doc)
+        return answer
+
+    def status(self, code: int) -> Callable[[BaseHTTPRequestHandler], None]:
+        return lambda h: self.send(h, code, b'{"error": {"message": "no"}}')
+
+    def raw(self, body: bytes, length: Optional[int] = None) -> Callable[[BaseHTTPRequestHandler], None]:
+        return lambda h: self.send(h, 200, body, length=length)
+
+    def drip(self, seconds_per_byte: float) -> Callable[[BaseHTTPRequestHandler], None]:
+        """A valid page sent a byte at a time."""
+        body = json.dumps(fixture_page(2)).encode()
+
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            for i in range(len(body)):
+                handler.wfile.write(body[i:i + 1])
+                handler.wfile.flush()
+                time.sleep(seconds_per_byte)
+        return answer
+
+    def endless(self, chunk: int = 65536) -> Callable[[BaseHTTPRequestHandler], None]:
+        """A body that never ends, without Content-Length."""
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(b'{"value": ["')
+            for _ in range(100000):
+                handler.wfile.write(b"x" * chunk)
+        return answer

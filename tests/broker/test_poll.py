@@ -1,0 +1,153 @@
+"""The poller against a fake Monitor Service over real HTTP on 127.0.0.1: server-driven and
+$skip paging, Citrix Cloud's token, and every hostile answer failing the poll with its reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import unquote
+
+import pytest
+
+from broker.auth import CitrixCloudAuth
+from broker.config import ODataSection
+from broker.fetch import Poller, PollError
+from broker.odata import Options
+from tests.broker.fakeodata import FakeOData, fixture_page
+
+
+@pytest.fixture
+def fake():
+    with FakeOData() as server:
+        yield server
+
+
+def poller(fake: FakeOData, auth=None, **odata) -> Poller:
+    settings = {"url": fake.url, "timeout": 2.0, "poll_timeout": 3.0, "max_response_bytes": 256 * 1024}
+    settings.update(odata)
+    return Poller(ODataSection(**settings), Options(), auth=auth)
+
+
+def test_every_page_is_read_by_following_the_next_link(fake: FakeOData) -> None:
+    result = poller(fake).poll()
+    assert sorted(result.machines) == ["rds-01", "vda-01", "vda-02", "vda-03", "vda-04", "vda-05", "vda-07"]
+    assert result.pages == 2
+    assert dict(result.counts("skip")) == {"no_name": 1}
+    first = unquote(fake.requests[0]["path"])
+    assert first.startswith("/Citrix/Monitor/OData/v4/Data/Machines?$select=Id,Name,DnsName,IsInMaintenanceMode,")
+    assert "$filter=LifecycleState eq 0" in first and "$expand=DesktopGroup($select=Name)" in first
+    assert fake.requests[1]["path"].endswith("/Machines?$skiptoken=2")
+    assert fake.requests[0]["headers"]["Accept"] == "application/json"
+
+
+def test_client_driven_paging_with_top_and_skip(fake: FakeOData) -> None:
+    one, two = fixture_page(1), fixture_page(2)
+
+    def answer(handler):
+        path = unquote(handler.path)
+        assert "$top=4" in path and "$orderby=Id" in path
+        doc = two if "$skip=4" in path else {"value": []} if "$skip=8" in path else one
+        fake.send_json(handler, doc)
+    fake.behaviour = answer
+    result = poller(fake, page_size=4).poll()
+    assert len(result.machines) == 7 and result.pages == 3
+
+
+def test_a_machine_listed_twice_is_kept_once_and_counted(fake: FakeOData) -> None:
+    fake.behaviour = fake.pages([fixture_page(1), fixture_page(1)])
+    result = poller(fake).poll()
+    assert len(result.machines) == 4 and result.counts("skip")["duplicate"] == 4
+
+
+@pytest.mark.parametrize("make, reason, message", [
+    (lambda f: f.status(401), "auth", "HTTP 401"),
+    (lambda f: f.status(403), "auth", "HTTP 403"),
+    (lambda f: f.status(429), "rate_limited", "HTTP 429"),
+    (lambda f: f.status(500), "http_status", "HTTP 500"),
+    (lambda f: f.status(302), "http_status", "HTTP 302"),
+    (lambda f: f.raw(b'{"value": ['), "malformed", "not JSON"),
+    (lambda f: f.raw(b'{"value": [], "x": NaN}'), "malformed", "NaN is not JSON"),
+    (lambda f: f.raw(b"[" * 100000 + b"]" * 100000), "malformed", "nests too deeply"),
+    (lambda f: f.raw(b'"just a string"'), "malformed", "must be a JSON object"),
+    (lambda f: f.raw(b'{"value": 7}'), "malformed", "value must be a list, got number"),
+    (lambda f: f.raw(b"{}", length=10 ** 9), "too_large", "announces 1000000000 bytes"),
+    (lambda f: f.endless(), "too_large", "larger than the 262144 bytes"),
+])
+def test_a_hostile_answer_fails_the_poll_with_its_reason(fake: FakeOData, make, reason, message) -> None:
+    fake.behaviour = make(fake)
+    with pytest.raises(PollError, match=message) as e:
+        poller(fake).poll()
+    assert e.value.reason == reason
+
+
+def test_a_slow_answer_is_cut_off_at_the_poll_deadline(fake: FakeOData) -> None:
+    fake.behaviour = fake.drip(0.01)  # about 10 s for the page; each byte well within the socket timeout
+    started = time.monotonic()
+    with pytest.raises(PollError) as e:
+        poller(fake, timeout=1.0, poll_timeout=1.0).poll()
+    assert e.value.reason == "timeout"
+    assert time.monotonic() - started < 2.5
+
+
+def test_an_unreachable_controller_is_a_connect_failure() -> None:
+    fake = FakeOData()  # bound but never serving: close it to free the port
+    url = fake.url
+    fake.server.server_close()
+    with pytest.raises(PollError) as e:
+        Poller(ODataSection(url=url, timeout=1.0, poll_timeout=1.0), Options()).poll()
+    assert e.value.reason == "connect"
+
+
+def test_a_next_link_to_another_host_is_never_followed(fake: FakeOData) -> None:
+    doc = fixture_page(1)
+    doc["@odata.nextLink"] = "http://attacker.example/Citrix/Monitor/OData/v4/Data/Machines?$skiptoken=2"
+    fake.behaviour = lambda h: fake.send_json(h, doc)
+    with pytest.raises(PollError, match="leaves http://127.0.0.1") as e:
+        poller(fake).poll()
+    assert e.value.reason == "bad_next_link" and len(fake.requests) == 1
+
+
+def test_a_next_link_loop_stops(fake: FakeOData) -> None:
+    doc = fixture_page(1)
+    doc["@odata.nextLink"] = f"{fake.url}/Machines?$skiptoken=1"
+    fake.behaviour = lambda h: fake.send_json(h, doc)
+    with pytest.raises(PollError, match="repeats a page") as e:
+        poller(fake).poll()
+    assert e.value.reason == "bad_next_link"
+
+
+def test_pages_and_machines_are_capped(fake: FakeOData) -> None:
+    fake.behaviour = fake.pages([fixture_page(1)] * 5)
+    with pytest.raises(PollError) as e:
+        poller(fake, max_pages=3).poll()
+    assert e.value.reason == "too_many_pages"
+    with pytest.raises(PollError) as e:
+        poller(fake, max_machines=6).poll()
+    assert e.value.reason == "too_many_machines"
+
+
+def test_citrix_cloud_token_is_fetched_once_and_sent_with_the_customer(fake: FakeOData) -> None:
+    auth = CitrixCloudAuth(f"http://127.0.0.1:{fake.port}/cctrustoauth2/acme/tokens/clients", "acme",
+                           "client-id", "s3cret")
+    p = poller(fake, auth=auth)
+    p.poll()
+    p.poll()
+    assert len(fake.token_requests) == 1
+    assert b"grant_type=client_credentials" in fake.token_requests[0]
+    headers = fake.requests[-1]["headers"]
+    assert headers["Authorization"] == "CWSAuth bearer=tok-123" and headers["Citrix-CustomerId"] == "acme"
+    assert "s3cret" not in repr(auth)
+    fake.behaviour = fake.status(401)  # an expired or revoked token: asked for again next time
+    with pytest.raises(PollError):
+        p.poll()
+    fake.behaviour = fake.paged
+    p.poll()
+    assert len(fake.token_requests) == 2
+
+
+def test_a_failed_token_request_is_an_auth_failure(fake: FakeOData) -> None:
+    auth = CitrixCloudAuth(f"http://127.0.0.1:{fake.port}/nowhere", "acme", "id", "secret", timeout=1.0)
+    fake.server.RequestHandlerClass.do_POST = lambda h: fake.send(h, 200, json.dumps({"token": 5}).encode())
+    with pytest.raises(PollError, match="no usable access_token") as e:
+        poller(fake, auth=auth).poll()
+    assert e.value.reason == "auth" and "secret" not in str(e.value)
