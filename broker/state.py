@@ -69,13 +69,16 @@ class BrokerState:
             self._last_duration = duration
             self._polls += 1
             self._failures[reason] += 1
-            if self._machines and self._expired() and not self._dropped_logged:
-                log.warning("dropping the %d machine(s) of the last good poll: no poll has succeeded for %.0f s "
-                            "(broker.hold)", len(self._machines), self.clock() - self._last_success)
-                self._dropped_logged = True
+            self._expired()
 
     def _expired(self) -> bool:
-        return not self._up and self.clock() - self._last_success > self.hold
+        """Whether the held machines are past `hold`; logs the drop once, whoever notices first."""
+        expired = not self._up and self.clock() - self._last_success > self.hold
+        if expired and self._machines and not self._dropped_logged:
+            log.warning("dropping the %d machine(s) of the last good poll: no poll has succeeded for %.0f s "
+                        "(broker.hold)", len(self._machines), self.clock() - self._last_success)
+            self._dropped_logged = True
+        return expired
 
     def view(self) -> View:
         with self._lock:
