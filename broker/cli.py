@@ -51,6 +51,7 @@ class Reader:
         self.monotonic = monotonic
         self.failing: Optional[str] = None
         self.failed_polls = 0
+        self.first = True
         self.logged: Set[str] = set()
 
     def poll_once(self) -> bool:
@@ -68,9 +69,9 @@ class Reader:
         self.state.succeeded(result.machines, self.monotonic() - start, result.counts("skip"), result.counts("value"))
         if self.failing is not None:
             log.info("the controller answers again after %d failed poll(s)", self.failed_polls)
-        elif not self.logged:
+        elif self.first:
             log.info("first poll: %d machine(s) in %d page(s)", len(result.machines), result.pages)
-        self.failing, self.failed_polls = None, 0
+        self.failing, self.failed_polls, self.first = None, 0, False
         new = [p for p in result.problems if p.message not in self.logged]
         for p in new[:MAX_LOGGED_PROBLEMS]:
             log.warning("%s: %s", "skipped" if p.kind == "skip" else "kept with a default", p.message)
@@ -79,7 +80,6 @@ class Reader:
                         "vdi_broker_unknown_values)", len(new) - MAX_LOGGED_PROBLEMS)
         if len(self.logged) < 10000:
             self.logged.update(p.message for p in new)
-        self.logged.add("")  # marks that the first poll was logged
         return True
 
 

@@ -70,9 +70,11 @@ class FakeOData:
     @staticmethod
     def send(handler: BaseHTTPRequestHandler, status: int, body: bytes,
              content_type: str = "application/json; odata.metadata=minimal",
-             length: Optional[int] = None) -> None:
+             length: Optional[int] = None, headers: Optional[Dict[str, str]] = None) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("OData-Version", "4.0")
         handler.send_header("Content-Length", str(len(body) if length is None else length))
         handler.end_headers()
@@ -103,8 +105,21 @@ class FakeOData:
     def status(self, code: int) -> Callable[[BaseHTTPRequestHandler], None]:
         return lambda h: self.send(h, code, b'{"error": {"message": "no"}}')
 
-    def raw(self, body: bytes, length: Optional[int] = None) -> Callable[[BaseHTTPRequestHandler], None]:
-        return lambda h: self.send(h, 200, body, length=length)
+    def raw(self, body: bytes, length: Optional[int] = None,
+            headers: Optional[Dict[str, str]] = None) -> Callable[[BaseHTTPRequestHandler], None]:
+        return lambda h: self.send(h, 200, body, length=length, headers=headers)
+
+    def chunked(self, handler: BaseHTTPRequestHandler) -> None:
+        """Page 2 in chunked transfer encoding, as IIS sends a large answer."""
+        body = json.dumps(fixture_page(2)).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json; odata.metadata=minimal")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        for i in range(0, len(body), 100):
+            part = body[i:i + 100]
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        handler.wfile.write(b"0\r\n\r\n")
 
     def drip(self, seconds_per_byte: float) -> Callable[[BaseHTTPRequestHandler], None]:
         """A valid page sent a byte at a time."""

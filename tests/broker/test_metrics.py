@@ -89,3 +89,17 @@ def test_metrics_pass_promtool(served) -> None:
     text = requests.get(url, timeout=5).content
     run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
     assert run.returncode == 0, run.stdout.decode() + run.stderr.decode()
+
+
+def test_once_prints_the_metrics_of_one_poll(tmp_path, capsys) -> None:
+    from broker.cli import main
+    with FakeOData() as fake:
+        config = tmp_path / "broker.toml"
+        config.write_text(f'[odata]\nurl = "{fake.url}"\n[auth]\nmethod = "none"\n', encoding="utf-8")
+        assert main(["--config", str(config), "--once"]) == 0
+        got = samples(capsys.readouterr().out)
+        assert got[("vdi_broker_machines", ())] == 7 and got[("vdi_broker_up", ())] == 1
+        fake.behaviour = fake.status(401)
+        assert main(["--config", str(config), "--once"]) == 1
+        got = samples(capsys.readouterr().out)
+        assert got[("vdi_broker_poll_failures_total", (("reason", "auth"),))] == 1

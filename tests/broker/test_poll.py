@@ -53,6 +53,12 @@ def test_client_driven_paging_with_top_and_skip(fake: FakeOData) -> None:
     assert len(result.machines) == 7 and result.pages == 3
 
 
+def test_a_chunked_answer_is_read(fake: FakeOData) -> None:
+    fake.behaviour = fake.chunked
+    assert sorted(poller(fake).poll().machines) == ["rds-01", "vda-05", "vda-07"]
+    assert fake.requests[0]["headers"]["Accept-Encoding"] == "identity"
+
+
 def test_a_machine_listed_twice_is_kept_once_and_counted(fake: FakeOData) -> None:
     fake.behaviour = fake.pages([fixture_page(1), fixture_page(1)])
     result = poller(fake).poll()
@@ -72,6 +78,7 @@ def test_a_machine_listed_twice_is_kept_once_and_counted(fake: FakeOData) -> Non
     (lambda f: f.raw(b'{"value": 7}'), "malformed", "value must be a list, got number"),
     (lambda f: f.raw(b"{}", length=10 ** 9), "too_large", "announces 1000000000 bytes"),
     (lambda f: f.endless(), "too_large", "larger than the 262144 bytes"),
+    (lambda f: f.raw(b"\x1f\x8b\x08\x00", headers={"Content-Encoding": "gzip"}), "malformed", "is compressed"),
 ])
 def test_a_hostile_answer_fails_the_poll_with_its_reason(fake: FakeOData, make, reason, message) -> None:
     fake.behaviour = make(fake)
