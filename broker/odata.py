@@ -18,6 +18,7 @@ here does I/O, so every rule is tested with literal input.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -53,6 +54,7 @@ SKIP_REASONS = ("not_object", "no_name", "bad_name", "bad_field", "duplicate")
 # Fields whose unknown or unusable values are counted (the machine is kept).
 VALUE_FIELDS = ("CurrentPowerState", "CurrentRegistrationState", "DesktopGroup.Name")
 
+_IPV4 = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
 MAX_LABEL_LENGTH = 128  # the contract's default for label values
 _SHOWN = 60  # characters of a hostile value a log line may show
 
@@ -124,6 +126,8 @@ def host_name(entry: Dict[str, Any], mode: str) -> Tuple[Optional[str], Optional
         wanted = "DnsName (host_name = \"fqdn\")" if mode == "fqdn" else "DnsName or Name"
         return None, Problem("skip", "no_name", f"no usable name: {wanted} missing or empty")
     name = raw.rstrip(".").lower()
+    if _IPV4.fullmatch(name) or ":" in name:
+        return None, Problem("skip", "bad_name", f"{source} {shown(raw)} is an address, not a host name")
     if mode == "short":
         name = name.split(".", 1)[0]
     if not HOST_NAME_RE.match(name):

@@ -51,6 +51,8 @@ def test_host_name_is_normalised_like_the_agents(fields, short, fqdn) -> None:
 @pytest.mark.parametrize("fields, reason, named", [
     ({"DnsName": None, "Name": None}, "no_name", "DnsName or Name"),
     ({"DnsName": "vda 01.corp"}, "bad_name", "DnsName 'vda 01.corp'"),
+    ({"DnsName": "10.1.2.3"}, "bad_name", "is an address"),
+    ({"DnsName": "fe80::1"}, "bad_name", "is an address"),
     ({"DnsName": "-x\u202e.corp"}, "bad_name", "DnsName"),
     ({"DnsName": 42}, "bad_field", "DnsName must be a string, got number"),
     ({"IsInMaintenanceMode": "yes"}, "bad_field", "IsInMaintenanceMode must be true or false, got string"),
