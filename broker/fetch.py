@@ -16,14 +16,14 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set
-from urllib.parse import quote, urljoin, urlsplit
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 import requests
 import urllib3
 
 from broker.config import ODataSection
-from broker.odata import Machine, MalformedPage, Options, Problem, parse_page
+from broker.odata import Machine, MalformedPage, Options, Problem, parse_page, shown
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,12 @@ def _request_error(e: Exception) -> PollError:
     return PollError("connect", f"cannot reach the controller ({type(e).__name__})")
 
 
+def _origin(parts: SplitResult) -> Tuple[str, str, int]:
+    """Scheme, host and port, the port written or not: what a next link must keep."""
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -124,8 +130,7 @@ class Poller:
         self.auth = auth
         self.session = session or requests.Session()
         self.monotonic = monotonic
-        base = urlsplit(o.url)
-        self.origin = (base.scheme, base.netloc.lower())
+        self.origin = _origin(urlsplit(o.url))
         self.verify: Any = (o.ca_file or True) if o.verify_tls else False
 
     def poll(self) -> PollResult:
@@ -163,9 +168,13 @@ class Poller:
             return "" if self.o.page_size and entries >= self.o.page_size else None
         target = urljoin(current, link)
         parts = urlsplit(target)
-        if (parts.scheme, parts.netloc.lower()) != self.origin:
-            raise PollError("bad_next_link", f"@odata.nextLink leaves {self.origin[0]}://{self.origin[1]} "
-                                             f"(to {parts.scheme}://{parts.netloc[:80]}); not followed")
+        try:
+            origin = _origin(parts)
+        except ValueError:
+            origin = None
+        if origin != self.origin or parts.username is not None:
+            raise PollError("bad_next_link", f"@odata.nextLink {shown(link)} leaves "
+                                             f"{self.origin[0]}://{self.origin[1]}:{self.origin[2]}; not followed")
         if target in seen:
             raise PollError("bad_next_link", "@odata.nextLink repeats a page already read")
         return target

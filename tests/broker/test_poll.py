@@ -112,6 +112,21 @@ def test_a_next_link_to_another_host_is_never_followed(fake: FakeOData) -> None:
     with pytest.raises(PollError, match="leaves http://127.0.0.1") as e:
         poller(fake).poll()
     assert e.value.reason == "bad_next_link" and len(fake.requests) == 1
+    for link in (f"https://127.0.0.1:{fake.port}/x", f"http://user@127.0.0.1:{fake.port}/x",
+                 f"http://127.0.0.1:{fake.port + 1}/x", "http://127.0.0.1:99999999/x"):
+        doc["@odata.nextLink"] = link
+        with pytest.raises(PollError) as e:
+            poller(fake).poll()
+        assert e.value.reason == "bad_next_link", link
+
+
+def test_a_relative_or_default_port_next_link_is_followed(fake: FakeOData) -> None:
+    doc = fixture_page(1)
+    doc["@odata.nextLink"] = "Machines?$skiptoken=2"  # relative to the page's URL
+    fake.behaviour = lambda h: fake.send_json(h, doc) if "skiptoken" not in h.path else \
+        fake.send_json(h, fixture_page(2))
+    assert len(poller(fake).poll().machines) == 7
+    assert fake.requests[1]["path"] == "/Citrix/Monitor/OData/v4/Data/Machines?$skiptoken=2"
 
 
 def test_a_next_link_loop_stops(fake: FakeOData) -> None:
