@@ -3,6 +3,7 @@ with prometheus_client's parser and checked with `promtool check metrics`."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from typing import Dict, Tuple
 
@@ -103,3 +104,16 @@ def test_once_prints_the_metrics_of_one_poll(tmp_path, capsys) -> None:
         assert main(["--config", str(config), "--once"]) == 1
         got = samples(capsys.readouterr().out)
         assert got[("vdi_broker_poll_failures_total", (("reason", "auth"),))] == 1
+
+
+def test_every_family_is_documented(served) -> None:
+    """docs/broker.md's metric tables and the exposition name the same families."""
+    from tests.conftest import ROOT
+    _fake, reader, url = served
+    reader.poll_once()
+    families = {f.name for f in text_string_to_metric_families(requests.get(url, timeout=5).text)
+                if f.name.startswith("vdi_broker_")}
+    doc = (ROOT / "docs" / "broker.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(vdi_broker_[a-z_]+)` \|", doc, re.M))
+    suffixed = {f + "_total" if f in ("vdi_broker_polls", "vdi_broker_poll_failures") else f for f in families}
+    assert suffixed == documented
