@@ -25,10 +25,11 @@ def test_wheel_and_sdist_build_install_and_run(tmp_path: Path) -> None:
     assert len(wheels) == 1 and len(sdists) == 1, list(dist.iterdir())
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "contract/report.py" in names and "collector/server.py" in names and "agent/winservice.py" in names
+    assert "broker/cli.py" in names
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheels[0]).read(entry_points).decode()
-    for script in ("vdiwatch-agent", "vdiwatch-collector", "vdiwatch-sim"):
+    for script in ("vdiwatch-agent", "vdiwatch-collector", "vdiwatch-sim", "vdiwatch-broker"):
         assert script in text
 
     env = tmp_path / "venv"
@@ -37,7 +38,7 @@ def test_wheel_and_sdist_build_install_and_run(tmp_path: Path) -> None:
     r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", str(wheels[0])],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    for script in ("vdiwatch-agent", "vdiwatch-collector"):
+    for script in ("vdiwatch-agent", "vdiwatch-collector", "vdiwatch-broker"):
         r = subprocess.run([str(env / "bin" / script), "--version"], capture_output=True, text=True, timeout=60,
                            cwd=tmp_path)
         assert r.returncode == 0 and r.stdout.strip() == f"{script} 0.1.0", r.stdout + r.stderr
