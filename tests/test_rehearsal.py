@@ -114,15 +114,15 @@ its input delay (1.6 times slower) burning no budget; app_hog on a pooled
 desktop (sim-0006, which holds the pool's first session) fires
 VdiHostAppCpuHog (app acrord32) and VdiHostCpuSaturated, and the input delay
 burn alerts of its group only where the forecast's SLO math says so: none,
-since the pool has about 100 session-intervals in its compressed hour, under
-the minimum traffic of all three (2400 in the last hour; 600 an hour on
-average over 3 days).
+since the pool (2 to 4 sessions) has 50 to 110 session-intervals in its
+compressed hour, under the minimum traffic of all three (2400 in the last
+hour; 600 an hour on average over 3 days).
 
 Why the hog is on a pooled desktop: on a host of a shared group (one of five
 with every session poor: 20 % of the group's session-intervals) the SLO math
 of the rehearsal does not say what it says in production. The agents report
-every 2 simulated minutes, not every 15 s, so a group of 5 shared hosts (about
-60 sessions) has about 1800 session-intervals in its compressed hour, under
+every 2 simulated minutes, not every 15 s, so a group of 5 shared hosts (50 to
+75 sessions) has 1000 to 2100 session-intervals in its compressed hour, under
 the fast burn's 2400: the page that production would send cannot fire here.
 The 3-day budget alert would fire instead, because the rehearsal's "3 days"
 hold only its own 2 simulated hours of history, and it would resolve only
