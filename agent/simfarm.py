@@ -52,8 +52,11 @@ GiB = 1024 ** 3
 MiB = 1024 ** 2
 # Faults of logons (docs/logons.md), each on one host: slow_profile, the profile phase 5-8 times longer;
 # broken_gpo, group policy 10-20 times longer; auth_failure, 90 % of logon attempts fail (bad password or
-# locked out) and the users retry; network_blip, a quarter of the connected sessions drop every 15 s (network).
+# locked out) and the users retry; network_blip, a quarter of the connected sessions drop every 15 s (network)
+# and their clients reconnect, half of them within each 15 s (auto client reconnect, or the user), to drop again.
 FAULTS += ("slow_profile", "broken_gpo", "auth_failure", "network_blip")
+BLIP_TICK = 15.0  # seconds: network_blip's drops and reconnects are drawn per 15 s, however long the step
+BLIP_DROP, BLIP_RECONNECT = 0.25, 0.5  # per BLIP_TICK: a connected session drops; a dropped one is reconnected
 
 
 def demand(hour: float, weekday: bool = True) -> float:
@@ -84,6 +87,7 @@ class SimSession:
     disconnect_time: Optional[float] = None
     last_input: float = 0.0
     protocol: str = "ica"
+    network_dropped: bool = False  # disconnected by the network: its client tries to reconnect
 
 
 @dataclass
@@ -153,6 +157,7 @@ class SimHost:
             if s.state == "disconnected":
                 if self.rng.random() < 0.02 * dt / 15:
                     s.state, s.disconnect_time, s.last_input = "active", None, now
+                    s.network_dropped = False
                     self.reconnects += 1
                 continue
             lunch = 12 <= hour < 13.5
@@ -231,19 +236,39 @@ class SimHost:
     def _links(self, now: float, dt: float) -> None:
         """Connections that end without the user: now and then a user connects from another device and takes
         over the session (replaced: disconnected and reconnected at once, too fast for the session count to
-        see); under network_blip a quarter of the connected sessions drop every 15 s."""
+        see); under network_blip sessions drop (network) and reconnect, see `_blip`."""
         if self.link_rng is None:
             self.link_rng = random.Random("links:" + self.name)
         rng = self.link_rng
+        if "network_blip" in self.faults or any(s.network_dropped for s in self.sessions.values()):
+            self._blip(now, dt, rng)
         for s in self.sessions.values():
             if s.state == "disconnected":
                 continue
-            if "network_blip" in self.faults and rng.random() < 0.25 * dt / 15:
-                s.state, s.disconnect_time = "disconnected", now
-                self.disconnects += 1
-                self.logon_totals.add_disconnect("network")
-            elif rng.random() < 0.00015 * dt / 15:
+            if rng.random() < 0.00015 * dt / 15:
                 self.logon_totals.add_disconnect("replaced")
+
+    def _blip(self, now: float, dt: float, rng: random.Random) -> None:
+        """A flapping network, in steps of BLIP_TICK whatever `dt` (the rehearsal steps 2 minutes at a
+        time): while network_blip lasts each connected session drops with BLIP_DROP (reason network), and
+        each session the network dropped is reconnected with BLIP_RECONNECT (Citrix auto client reconnect,
+        or the user clicking again), then can drop again. Once the fault is gone nothing drops any more and
+        the clients still waiting reconnect within a minute or so."""
+        flapping = "network_blip" in self.faults
+        ticks = [1.0] * int(dt // BLIP_TICK) + ([dt / BLIP_TICK % 1] if dt % BLIP_TICK else [])
+        for part in ticks:  # whole ticks, then what is left of dt
+            drop, reconnect = 1 - (1 - BLIP_DROP) ** part, 1 - (1 - BLIP_RECONNECT) ** part
+            for s in self.sessions.values():
+                if s.state == "disconnected":
+                    if s.network_dropped and rng.random() < reconnect:
+                        s.state, s.disconnect_time, s.last_input = "active", None, now
+                        s.network_dropped = False
+                        self.reconnects += 1
+                elif flapping and rng.random() < drop:
+                    s.state, s.disconnect_time, s.network_dropped = "disconnected", now, True
+                    self.disconnects += 1
+                    self.logon_totals.add_disconnect("network")
+
     def _simulate_experience(self, connected: List[SimSession], load: float, dt: float) -> None:
         """One input delay and one round trip per connected session for this interval, and its traffic:
         input delay mostly under 150 ms, slower on a busy host and poor (0.5-2 s) under app_hog; round

@@ -116,11 +116,31 @@ def test_auth_failure_is_a_spike_of_failed_logons_and_fewer_successes() -> None:
 
 
 def test_network_blip_disconnects_sessions_with_reason_network() -> None:
-    _, target, peers = faulted_farm("network_blip", until=10)
+    farm, target, peers = faulted_farm("network_blip", until=10)
     r = dict(logons_of(target, 10).disconnect_reasons)
     assert r["network"] > 20 and all(dict(logons_of(h, 10).disconnect_reasons)["network"] == 0 for h in peers)
     assert target.disconnects >= r["network"]  # the sessions went to disconnected: the session counters see it
-    assert sum(1 for s in target.sessions.values() if s.state == "disconnected") > len(target.sessions) / 2
+    # their clients reconnect, and the sessions drop again: about a third disconnected at any moment
+    assert target.reconnects > r["network"] / 2
+    dropped = sum(1 for s in target.sessions.values() if s.state == "disconnected")
+    assert 0.1 * len(target.sessions) < dropped < 0.6 * len(target.sessions)
+
+
+def test_network_blip_drops_again_and_again_at_any_step_and_ends_with_the_fault() -> None:
+    """The drops are drawn per 15 s: a 2-minute step (the rehearsal's) drops as many as eight 15 s steps."""
+    counts = {}
+    for step in (15, 120):
+        farm, target, _ = faulted_farm(None, until=9)
+        farm.fault(target.name, "network_blip", farm.last)
+        before = dict(logons_of(target, 9).disconnect_reasons)["network"]
+        day(farm, 10, step=step)
+        counts[step] = dict(logons_of(target, 10).disconnect_reasons)["network"] - before
+    assert counts[15] > 100 and 0.8 < counts[120] / counts[15] < 1.25, counts
+    farm.clear(target.name, "network_blip")
+    after = dict(logons_of(target, 10).disconnect_reasons)["network"]
+    day(farm, 10.25, step=120)
+    assert dict(logons_of(target, 10.25).disconnect_reasons)["network"] == after  # the network is back
+    assert not any(s.network_dropped for s in target.sessions.values())  # and every client reconnected
 
 
 def test_a_fault_on_one_host_leaves_the_others_as_they_were() -> None:
