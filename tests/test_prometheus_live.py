@@ -106,7 +106,8 @@ def test_rules_load_evaluate_and_behave(farm: Tuple[CollectorProcess, Prometheus
 
     groups = prom.wait_until(evaluated, message="every rule evaluated with health ok")
     assert {g["name"] for g in groups} == {"vdiwatch-recording", "vdiwatch-collector", "vdiwatch-agent",
-                                           "vdiwatch-host", "vdiwatch-delivery-group", "vdiwatch-experience"}
+                                           "vdiwatch-host", "vdiwatch-delivery-group", "vdiwatch-experience",
+                                           "vdiwatch-availability"}
     rules = [rule for g in groups for rule in g["rules"]]
     assert len(rules) == sum(len(RULE_LINE.findall(path.read_text())) for path in RULE_FILES)
     assert [r["name"] for r in rules if r.get("lastError")] == []

@@ -10,7 +10,9 @@
 - every `vdi_*` metric a rule reads is in docs/metrics.md, every recording rule
   an alert reads exists (a typo would otherwise be an empty series that never
   fires);
-- the inhibit rules name real alerts, and a real Alertmanager applies them.
+- the inhibit rules name real alerts, and a real Alertmanager applies them;
+- the alerting pipeline's own rules (vdiwatch-meta.yml: the Watchdog, Prometheus
+  and Alertmanager health) and their routes, the dead man's switch first.
 
 Run: .venv/bin/python -m pytest tests/test_rules.py -q
 """
@@ -37,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 RULES_DIR = ROOT / "config" / "prometheus" / "rules"
 RECORDING_FILE = RULES_DIR / "vdiwatch-recording.yml"
 ALERTS_FILE = RULES_DIR / "vdiwatch-alerts.yml"
+META_FILE = RULES_DIR / "vdiwatch-meta.yml"
 PROMETHEUS_CONFIG = ROOT / "config" / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG = ROOT / "config" / "alertmanager.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
@@ -45,6 +48,8 @@ METRICS_DOC = ROOT / "docs" / "metrics.md"
 RULE_TESTS = sorted((ROOT / "tests" / "rules").glob("*.yaml"))
 
 SEVERITIES = {"page", "ticket"}
+# The Watchdog alone: always firing, routed to the dead man's switch only.
+META_SEVERITIES = SEVERITIES | {"none"}
 # A metric of the contract: vdi_..., not part of a recording rule's name
 # (level:vdi_metric:operations), not a longer identifier.
 METRIC_RE = re.compile(r"(?<![\w:])vdi_[a-z0-9_]+(?![\w:])")
@@ -72,6 +77,13 @@ def alerts() -> Dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
+def meta_alerts() -> Dict[str, dict]:
+    found = {rule["alert"]: rule for rule in rules_of(META_FILE) if "alert" in rule}
+    assert "Watchdog" in found, sorted(found)
+    return found
+
+
+@pytest.fixture(scope="module")
 def records() -> Dict[str, dict]:
     return {rule["record"]: rule for rule in rules_of(RECORDING_FILE)}
 
@@ -91,10 +103,11 @@ def run(args: List[str], **kwargs) -> subprocess.CompletedProcess:
 
 def test_promtool_check_rules_is_clean() -> None:
     promtool = require_tool("promtool")
-    r = run([promtool, "check", "rules", "--lint=all", "--lint-fatal", str(RECORDING_FILE), str(ALERTS_FILE)])
+    r = run([promtool, "check", "rules", "--lint=all", "--lint-fatal", str(RECORDING_FILE), str(ALERTS_FILE),
+             str(META_FILE)])
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    for path in (RECORDING_FILE, ALERTS_FILE):
+    for path in (RECORDING_FILE, ALERTS_FILE, META_FILE):
         count = len(re.findall(r"^\s*- (?:record|alert): ", path.read_text(), re.M))
         assert f"SUCCESS: {count} rules found" in out, (path.name, out)
     assert "warn" not in out.lower(), out
@@ -103,7 +116,8 @@ def test_promtool_check_rules_is_clean() -> None:
 def test_there_are_rule_unit_tests() -> None:
     names = {p.name for p in RULE_TESTS}
     assert {"recording_test.yaml", "collector_alerts_test.yaml", "agent_alerts_test.yaml",
-            "host_alerts_test.yaml", "group_alerts_test.yaml"} <= names, names
+            "host_alerts_test.yaml", "group_alerts_test.yaml", "silence_alerts_test.yaml",
+            "availability_alerts_test.yaml", "outage_alerts_test.yaml", "meta_alerts_test.yaml"} <= names, names
 
 
 @pytest.mark.parametrize("path", RULE_TESTS, ids=[p.name for p in RULE_TESTS])
@@ -119,37 +133,54 @@ def test_promtool_check_config() -> None:
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     # rule_files resolve relative to prometheus.yml, so both are checked too.
-    assert "SUCCESS: 2 rule files found" in out, out
+    assert "SUCCESS: 3 rule files found" in out, out
     assert "warn" not in out.lower(), out
 
 
 def test_prometheus_config_scrapes_the_collector_job_and_loads_both_rule_files() -> None:
     config = load_yaml(PROMETHEUS_CONFIG)
     assert config["global"]["scrape_interval"] == "15s"
-    assert sorted(config["rule_files"]) == ["rules/vdiwatch-alerts.yml", "rules/vdiwatch-recording.yml"]
+    assert sorted(config["rule_files"]) == ["rules/vdiwatch-alerts.yml", "rules/vdiwatch-meta.yml",
+                                            "rules/vdiwatch-recording.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = [t for sc in jobs["vdiwatch-collector"]["static_configs"] for t in sc["targets"]]
     assert len(targets) == 2, targets
-    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    alertmanagers = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert alertmanagers
+    # The meta rules select these job names; every Alertmanager that gets
+    # alerts is also scraped.
+    assert [t for sc in jobs["prometheus"]["static_configs"] for t in sc["targets"]]
+    assert set(alertmanagers) <= {t for sc in jobs["alertmanager"]["static_configs"] for t in sc["targets"]}
 
 
 def test_amtool_check_config() -> None:
     amtool = require_tool("amtool")
     r = run([amtool, "check-config", str(ALERTMANAGER_CONFIG)])
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
-    assert "9 inhibit rules" in r.stdout, r.stdout
+    assert "12 inhibit rules" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("labels, receivers", [
     (["severity=page", "alertname=VdiAgentDown", "site=City Hall"], "oncall-pager,ops-mailbox"),
     (["severity=ticket", "alertname=VdiHostCpuSaturated"], "ops-mailbox"),
     (["alertname=SomethingWithoutSeverity"], "ops-mailbox"),
+    (["severity=none", "alertname=Watchdog"], "deadmans-switch"),
+    (["severity=page", "alertname=AlertmanagerNotificationsFailing"], "oncall-pager,ops-mailbox"),
 ])
 def test_alertmanager_routes_by_severity(labels: List[str], receivers: str) -> None:
     amtool = require_tool("amtool")
     r = run([amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}", *labels])
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == receivers
+
+
+def test_pages_repeat_once_a_shift_and_the_watchdog_often() -> None:
+    """A stale host's page used to repeat every 2 h for its 24 h: 12 pages for one desktop."""
+    routes = {tuple(r["matchers"]): r for r in load_yaml(ALERTMANAGER_CONFIG)["route"]["routes"]}
+    assert routes[('severity="page"',)]["repeat_interval"] == "12h"
+    watchdog = routes[('alertname="Watchdog"',)]
+    assert watchdog["receiver"] == "deadmans-switch" and "continue" not in watchdog
+    assert list(routes)[0] == ('alertname="Watchdog"',), "the Watchdog's route must come first"
 
 
 # ---------------------------------------------------------------------------
@@ -178,6 +209,31 @@ def test_every_alert_has_severity_for_and_annotations(alerts: Dict[str, dict]) -
         assert name.lower() in anchors, f"docs/runbooks.md has no heading for {name}"
 
 
+def test_every_alert_links_its_dashboard(alerts: Dict[str, dict]) -> None:
+    """A Grafana path (the base URL is added by the notification template), label values URL-encoded."""
+    for name, rule in alerts.items():
+        dashboard = rule["annotations"].get("dashboard", "")
+        assert re.match(r"^/d/vdiwatch-(host|wall|capacity|collector)/vdiwatch-\1(\?|$)", dashboard), name
+        for label in re.findall(r"\$labels\.(\w+)", dashboard):
+            assert f"{{{{ $labels.{label} | urlquery }}}}" in dashboard, (name, label)
+        if "host" in dashboard.split("?")[0] and name != "VdiwatchCollectorDown":
+            assert "var-host={{ $labels.host | urlquery }}" in dashboard, name
+
+
+def test_meta_alerts_have_severity_for_and_annotations(meta_alerts: Dict[str, dict]) -> None:
+    anchors = runbook_anchors()
+    for name, rule in meta_alerts.items():
+        assert rule["labels"]["severity"] in (META_SEVERITIES if name == "Watchdog" else SEVERITIES), name
+        assert re.fullmatch(r"\d+[smh]", str(rule.get("for", ""))), f"{name}: needs a for:"
+        for key in ("summary", "description", "runbook_url"):
+            assert rule["annotations"].get(key, "").strip(), f"{name}: no {key}"
+        assert rule["annotations"]["runbook_url"] == f"docs/runbooks.md#{name.lower()}", name
+        assert name.lower() in anchors, f"docs/runbooks.md has no heading for {name}"
+        assert not name.startswith("Vdi"), f"{name}: VdiwatchCollectorDown would hold it back"
+    assert meta_alerts["Watchdog"]["expr"].strip() == "vector(1)"
+    assert meta_alerts["Watchdog"]["labels"]["severity"] == "none"
+
+
 def test_descriptions_name_what_the_alert_is_about(alerts: Dict[str, dict]) -> None:
     """Host alerts name the host and its delivery group, group alerts the group; all show their value but flags."""
     for name, rule in alerts.items():
@@ -186,6 +242,8 @@ def test_descriptions_name_what_the_alert_is_about(alerts: Dict[str, dict]) -> N
             assert "$labels.host" in text and "$labels.delivery_group" in text, name
         elif name.startswith("VdiDeliveryGroup"):
             assert "$labels.delivery_group" in text, name
+        elif name.startswith("VdiFarm"):
+            pass  # the whole farm: no label to name
         elif name.startswith(("VdiMany", "VdiSite")):
             assert "$labels.site" in text, name
         else:
@@ -196,15 +254,19 @@ def test_descriptions_name_what_the_alert_is_about(alerts: Dict[str, dict]) -> N
             assert "$value" in text, f"{name}: the annotations should show the value"
 
 
-def test_runbook_has_a_section_for_every_alert_and_no_stray_one(alerts: Dict[str, dict]) -> None:
+def test_runbook_has_a_section_for_every_alert_and_no_stray_one(alerts: Dict[str, dict],
+                                                                meta_alerts: Dict[str, dict]) -> None:
     sections = {m.group(1) for m in re.finditer(r"^## (\w+)\s*$", RUNBOOKS.read_text(), re.M)}
     alert_sections = {s for s in sections if s.startswith("Vdi")}
     assert alert_sections == set(alerts), alert_sections ^ set(alerts)
+    assert set(meta_alerts) <= sections, set(meta_alerts) - sections
 
 
-def test_table_matches_the_rules(alerts: Dict[str, dict]) -> None:
+@pytest.mark.parametrize("path", [ALERTS_FILE, META_FILE], ids=["vdiwatch", "meta"])
+def test_table_matches_the_rules(path: Path) -> None:
     """The tables in the alert file and in docs/alerts.md state each rule's real for, keep and severity."""
-    header = ALERTS_FILE.read_text().split("\ngroups:", 1)[0]
+    header = path.read_text().split("\ngroups:", 1)[0]
+    alerts = {rule["alert"]: rule for rule in rules_of(path) if "alert" in rule}
     for name, rule in alerts.items():
         row = re.search(rf"^# \| {name}\s+\|(.*)$", header, re.M)
         assert row, name
@@ -218,7 +280,7 @@ def test_table_matches_the_rules(alerts: Dict[str, dict]) -> None:
                                           rule["labels"]["severity"]), f"docs/alerts.md: {name}"
 
 
-def test_every_alert_has_a_firing_and_a_quiet_promtool_case(alerts: Dict[str, dict],
+def test_every_alert_has_a_firing_and_a_quiet_promtool_case(alerts: Dict[str, dict], meta_alerts: Dict[str, dict],
                                                            rule_tests: Dict[str, dict]) -> None:
     firing: Set[str] = set()
     quiet: Set[str] = set()
@@ -227,12 +289,18 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_case(alerts: Dict[str, di
             for check in case.get("alert_rule_test", []):
                 (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
                 for exp in check.get("exp_alerts") or []:
-                    # Exact expectations: the severity label and all three annotations.
-                    assert exp["exp_labels"]["severity"] in SEVERITIES, check
-                    assert set(exp["exp_annotations"]) == {"summary", "description", "runbook_url"}, check
-    assert set(alerts) - firing == set(), "alerts never expected to fire in tests/rules"
-    assert set(alerts) - quiet == set(), "alerts never expected to stay quiet in tests/rules"
-    assert (firing | quiet) - set(alerts) == set(), "tests/rules name alerts that do not exist"
+                    # Exact expectations: the severity label and all the annotations (promtool
+                    # compares them all); the vdiwatch alerts' dashboard too.
+                    assert exp["exp_labels"]["severity"] in META_SEVERITIES, check
+                    expected = {"summary", "description", "runbook_url"}
+                    if check["alertname"] in alerts:
+                        expected.add("dashboard")
+                    assert set(exp["exp_annotations"]) == expected, check
+    every = set(alerts) | set(meta_alerts)
+    assert every - firing == set(), "alerts never expected to fire in tests/rules"
+    # The Watchdog is never quiet: that is its point.
+    assert every - quiet == {"Watchdog"}, "alerts never expected to stay quiet in tests/rules"
+    assert (firing | quiet) - every == set(), "tests/rules name alerts that do not exist"
 
 
 def seconds(duration: str) -> int:
@@ -242,7 +310,8 @@ def seconds(duration: str) -> int:
     return sum(int(n) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in parts)
 
 
-def test_every_alert_is_pinned_at_its_boundary(alerts: Dict[str, dict], rule_tests: Dict[str, dict]) -> None:
+def test_every_alert_is_pinned_at_its_boundary(alerts: Dict[str, dict], meta_alerts: Dict[str, dict],
+                                              rule_tests: Dict[str, dict]) -> None:
     """Some test case expects the alert quiet one evaluation before the time it expects it firing."""
     pinned: Set[str] = set()
     for doc in rule_tests.values():
@@ -253,13 +322,13 @@ def test_every_alert_is_pinned_at_its_boundary(alerts: Dict[str, dict], rule_tes
             for c in checks:
                 if c.get("exp_alerts") and (c["alertname"], seconds(c["eval_time"]) - step) in quiet:
                     pinned.add(c["alertname"])
-    assert set(alerts) - pinned == set(), "alerts whose for: boundary no test pins"
+    assert (set(alerts) | set(meta_alerts)) - pinned == {"Watchdog"}, "alerts whose for: boundary no test pins"
 
 
 def test_alert_test_files_pin_the_group_order(rule_tests: Dict[str, dict]) -> None:
     """Without group_eval_order promtool evaluates groups in a random order: flaky `for:` boundaries."""
-    groups = [g["name"] for g in load_yaml(RECORDING_FILE)["groups"] + load_yaml(ALERTS_FILE)["groups"]]
     for name, doc in rule_tests.items():
+        groups = [g["name"] for f in doc["rule_files"] for g in load_yaml(RULES_DIR / Path(f).name)["groups"]]
         if any(case.get("alert_rule_test") for case in doc["tests"]):
             assert doc.get("group_eval_order") == groups, name
 
@@ -360,7 +429,7 @@ def matcher_values(matchers: List[str]) -> List[str]:
     return out
 
 
-def test_inhibit_rules_name_existing_alerts(alerts: Dict[str, dict]) -> None:
+def test_inhibit_rules_name_existing_alerts(alerts: Dict[str, dict], meta_alerts: Dict[str, dict]) -> None:
     config = load_yaml(ALERTMANAGER_CONFIG)
     for rule in config["inhibit_rules"]:
         for key in ("source_matchers", "target_matchers"):
@@ -371,6 +440,8 @@ def test_inhibit_rules_name_existing_alerts(alerts: Dict[str, dict]) -> None:
     (target,) = matcher_values(collector_down["target_matchers"])
     for name in alerts:
         assert bool(re.fullmatch(target, name)) == (not name.startswith("Vdiwatch")), name
+    for name in meta_alerts:
+        assert not re.fullmatch(target, name), name
 
 
 class Alertmanager:
@@ -412,7 +483,7 @@ class Alertmanager:
         out = {}
         for a in got:
             labels = a["labels"]
-            what = next(labels[k] for k in ("host", "delivery_group", "site", "instance") if k in labels)
+            what = next((labels[k] for k in ("host", "delivery_group", "site", "instance") if k in labels), "farm")
             out[f"{labels['alertname']}/{what}"] = a["status"]["state"]
         return out
 
@@ -448,6 +519,23 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
          "severity": "ticket"},
         {"alertname": "VdiHostLogonFailures", "host": "fin-01", "site": "City Hall", "delivery_group": "Finance",
          "severity": "ticket"},
+        # Issue 17.
+        {"alertname": "VdiFarmLogonOutage", **page},
+        {"alertname": "VdiDeliveryGroupLogonOutage", "delivery_group": "Office", **page},
+        {"alertname": "VdiDeliveryGroupUnavailableFastBurn", "delivery_group": "Kiosk", **page},
+        {"alertname": "VdiDeliveryGroupUnavailableSlowBurn", "delivery_group": "Kiosk", "severity": "ticket"},
+        {"alertname": "VdiDeliveryGroupNoHostAccepting", "delivery_group": "Kiosk", **page},
+        {"alertname": "VdiAgentDown", "host": "kiosk-01", "site": "Library", "delivery_group": "Kiosk", **page},
+        {"alertname": "VdiDeliveryGroupSessionsStuckConnecting", "site": "City Hall", "delivery_group": "RDS Apps",
+         **page},
+        {"alertname": "VdiHostSessionsStuckConnecting", "host": "rdsh-01", "site": "City Hall",
+         "delivery_group": "RDS Apps", "severity": "ticket"},
+        {"alertname": "VdiHostSessionsStuckConnecting", "host": "rdsh-09", "site": "Fire Station",
+         "delivery_group": "RDS Apps", "severity": "ticket"},
+        {"alertname": "VdiHostOtherDiskAlmostFull", "host": "vda-03", "site": "City Hall", "delivery_group": "Office",
+         "mountpoint": "D:\\", "severity": "ticket"},
+        {"alertname": "VdiHostDiskFillingUp", "host": "vda-03", "site": "City Hall", "delivery_group": "Office",
+         "mountpoint": "D:\\", "severity": "ticket"},
     )
     assert alertmanager.states() == {
         "VdiManyAgentsDown/Library": "active",
@@ -466,6 +554,17 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
         "VdiDeliveryGroupLogonFailures/Lib": "active",
         "VdiHostLogonFailures/lib-02": "suppressed",          # its group's page covers it
         "VdiHostLogonFailures/fin-01": "active",              # another group
+        "VdiFarmLogonOutage/farm": "active",
+        "VdiDeliveryGroupLogonOutage/Office": "suppressed",   # the farm's page covers every group
+        "VdiDeliveryGroupUnavailableFastBurn/Kiosk": "active",
+        "VdiDeliveryGroupUnavailableSlowBurn/Kiosk": "suppressed",  # the fast burn covers the slow one
+        "VdiDeliveryGroupNoHostAccepting/Kiosk": "suppressed",      # ... and the causes it names
+        "VdiAgentDown/kiosk-01": "suppressed",
+        "VdiDeliveryGroupSessionsStuckConnecting/RDS Apps": "active",
+        "VdiHostSessionsStuckConnecting/rdsh-01": "suppressed",     # its group's page covers it
+        "VdiHostSessionsStuckConnecting/rdsh-09": "active",         # another site
+        "VdiHostOtherDiskAlmostFull/vda-03": "active",
+        "VdiHostDiskFillingUp/vda-03": "suppressed",          # almost full covers filling up
     }
 
     alertmanager.post({"alertname": "VdiwatchCollectorDown", "job": "vdiwatch-collector", "instance": "a", **page},
@@ -475,4 +574,4 @@ def test_alertmanager_applies_the_inhibitions(alertmanager: Alertmanager) -> Non
     states = alertmanager.states()
     assert states.pop("VdiwatchCollectorDown/a") == "active"
     assert states.pop("VdiwatchCollectorRejectingReports/b") == "active"
-    assert len(states) == 16 and set(states.values()) == {"suppressed"}, states
+    assert len(states) == 27 and set(states.values()) == {"suppressed"}, states
