@@ -340,8 +340,8 @@ def test_alert_test_files_pin_the_group_order(rule_tests: Dict[str, dict]) -> No
 
 
 def contract_metrics() -> Set[str]:
-    """Metric names of docs/metrics.md's tables and of docs/broker.md's (vdiwatch-broker); a histogram row stands for its _bucket, _sum and _count
-    series, a summary row for _sum and _count."""
+    """Metric names of docs/metrics.md's tables and of docs/broker.md's (vdiwatch-broker); a histogram row
+    stands for its _bucket, _sum and _count series, a summary row for _sum and _count."""
     names = set()
     for line in METRICS_DOC.read_text().splitlines() + BROKER_DOC.read_text().splitlines():
         if line.startswith("| `vdi_"):
