@@ -119,7 +119,8 @@ def test_there_are_rule_unit_tests() -> None:
     names = {p.name for p in RULE_TESTS}
     assert {"recording_test.yaml", "collector_alerts_test.yaml", "agent_alerts_test.yaml",
             "host_alerts_test.yaml", "group_alerts_test.yaml", "silence_alerts_test.yaml",
-            "availability_alerts_test.yaml", "outage_alerts_test.yaml", "meta_alerts_test.yaml"} <= names, names
+            "availability_alerts_test.yaml", "outage_alerts_test.yaml", "meta_alerts_test.yaml",
+            "broker_alerts_test.yaml"} <= names, names
 
 
 @pytest.mark.parametrize("path", RULE_TESTS, ids=[p.name for p in RULE_TESTS])
@@ -127,6 +128,17 @@ def test_promtool_unit_tests_pass(path: Path) -> None:
     promtool = require_tool("promtool")
     r = run([promtool, "test", "rules", path.name], cwd=path.parent)
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+def test_only_the_broker_file_holds_broker_series() -> None:
+    """The other rule tests hold no vdiwatch-broker series: passing unchanged, they are the proof that
+    without the broker every rule behaves as before; broker_alerts_test.yaml has both."""
+    for path in RULE_TESTS:
+        text = path.read_text()
+        if path.name == "broker_alerts_test.yaml":
+            assert "vdi_broker_machine_power_state{" in text and "without the broker" in text
+        else:
+            assert "vdi_broker_" not in text, path.name
 
 
 def test_promtool_check_config() -> None:
