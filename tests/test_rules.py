@@ -45,6 +45,8 @@ ALERTMANAGER_CONFIG = ROOT / "config" / "alertmanager.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 ALERTS_DOC = ROOT / "docs" / "alerts.md"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
+# vdiwatch-broker's metrics (optional, its own job) are documented on its own page.
+BROKER_DOC = ROOT / "docs" / "broker.md"
 RULE_TESTS = sorted((ROOT / "tests" / "rules").glob("*.yaml"))
 
 SEVERITIES = {"page", "ticket"}
@@ -117,7 +119,8 @@ def test_there_are_rule_unit_tests() -> None:
     names = {p.name for p in RULE_TESTS}
     assert {"recording_test.yaml", "collector_alerts_test.yaml", "agent_alerts_test.yaml",
             "host_alerts_test.yaml", "group_alerts_test.yaml", "silence_alerts_test.yaml",
-            "availability_alerts_test.yaml", "outage_alerts_test.yaml", "meta_alerts_test.yaml"} <= names, names
+            "availability_alerts_test.yaml", "outage_alerts_test.yaml", "meta_alerts_test.yaml",
+            "broker_alerts_test.yaml"} <= names, names
 
 
 @pytest.mark.parametrize("path", RULE_TESTS, ids=[p.name for p in RULE_TESTS])
@@ -125,6 +128,17 @@ def test_promtool_unit_tests_pass(path: Path) -> None:
     promtool = require_tool("promtool")
     r = run([promtool, "test", "rules", path.name], cwd=path.parent)
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+def test_only_the_broker_file_holds_broker_series() -> None:
+    """The other rule tests hold no vdiwatch-broker series: passing unchanged, they are the proof that
+    without the broker every rule behaves as before; broker_alerts_test.yaml has both."""
+    for path in RULE_TESTS:
+        text = path.read_text()
+        if path.name == "broker_alerts_test.yaml":
+            assert "vdi_broker_machine_power_state{" in text and "without the broker" in text
+        else:
+            assert "vdi_broker_" not in text, path.name
 
 
 def test_promtool_check_config() -> None:
@@ -250,7 +264,7 @@ def test_descriptions_name_what_the_alert_is_about(alerts: Dict[str, dict]) -> N
             assert "$labels.instance" in text, name
         # Their value is a 0 or 1 flag that the text already states.
         if name not in ("VdiwatchCollectorDown", "VdiwatchCollectorReplicaDown", "VdiAgentCollectorFailing",
-                        "VdiHostNotAcceptingSessions"):
+                        "VdiHostNotAcceptingSessions", "VdiBrokerReaderDown"):
             assert "$value" in text, f"{name}: the annotations should show the value"
 
 
@@ -338,10 +352,10 @@ def test_alert_test_files_pin_the_group_order(rule_tests: Dict[str, dict]) -> No
 
 
 def contract_metrics() -> Set[str]:
-    """Metric names of docs/metrics.md's tables; a histogram row stands for its _bucket, _sum and _count
-    series, a summary row for _sum and _count."""
+    """Metric names of docs/metrics.md's tables and of docs/broker.md's (vdiwatch-broker); a histogram row
+    stands for its _bucket, _sum and _count series, a summary row for _sum and _count."""
     names = set()
-    for line in METRICS_DOC.read_text().splitlines():
+    for line in METRICS_DOC.read_text().splitlines() + BROKER_DOC.read_text().splitlines():
         if line.startswith("| `vdi_"):
             cells = line.split("|")
             found = re.findall(r"`(vdi_[a-z0-9_]+)`", cells[1])
@@ -360,7 +374,8 @@ def rule_texts(rule: dict) -> List[str]:
 def test_contract_is_parsed() -> None:
     names = contract_metrics()
     assert {"vdi_agent_up", "vdi_host_state", "vdi_sessions", "vdi_host_load15",
-            "vdi_collector_reports_rejected_total"} <= names, names
+            "vdi_collector_reports_rejected_total", "vdi_broker_up", "vdi_broker_machine_maintenance",
+            "vdi_broker_machine_power_state"} <= names, names
 
 
 def test_rules_use_only_metrics_of_the_contract(alerts: Dict[str, dict], records: Dict[str, dict]) -> None:
