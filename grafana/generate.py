@@ -360,18 +360,21 @@ WALL = ('site=~"$site"', 'delivery_group=~"$delivery_group"')
 
 STATE_COLORS = {"active": "green", "disconnected": "purple", "idle": "yellow"}
 
+FILESYSTEM_FREE = f"{sel('vdi_host_filesystem_avail_bytes', *WALL)} / {sel('vdi_host_filesystem_size_bytes', *WALL)}"
+
 # The problem hosts of the wall table: (label, colour, condition per host). A host that is silent
-# shows only as silent: its other numbers are its last report's.
+# shows only as silent (its readings are no longer served). Maintenance is planned work, not a problem.
 PROBLEMS: Tuple[Tuple[str, str, str], ...] = (
     ("agent silent", "red", f"{gauge('vdi_agent_up', WALL)} == 0"),
     ("not accepting logons", "orange",
      f"{gauge('vdi_host_accepting_sessions', WALL)} == 0 and on (host) {gauge('vdi_host_maintenance', WALL)} == 0"
      f" and on (host) {reporting(WALL)}"),
-    ("in maintenance", "blue", f"{gauge('vdi_host_maintenance', WALL)} == 1 and on (host) {reporting(WALL)}"),
     ("CPU over 90 %", "orange", f"{cpu_busy(WALL, '5m')} > 0.9 and on (host) {reporting(WALL)}"),
     ("memory under 10 %", "orange",
      f"{per_host(sel('vdi_host_memory_available_bytes', *WALL) + ' / ' + sel('vdi_host_memory_total_bytes', *WALL))}"
      f" < 0.1 and on (host) {reporting(WALL)}"),
+    ("disk under 5 %", "red",
+     f"{per_host(FILESYSTEM_FREE, 'mountpoint', 'fstype')} < 0.05 and on (host) {reporting(WALL)}"),
 )
 
 
@@ -476,8 +479,9 @@ def wall() -> Dict[str, Any]:
     problem_colors = value_mappings(*((name, name, c) for name, c, _ in PROBLEMS))
     g.add(10, (24, table(
         "Problem hosts",
-        "Hosts that need a look: agent silent (stale), not accepting logons while not in maintenance, in "
-        "maintenance, CPU busy over 90 % (5m), memory available under 10 %. Click a host for its drill-down.",
+        "Hosts that need a look: agent silent (stale), not accepting logons while not in maintenance, CPU busy "
+        "over 90 % (5m), memory available under 10 %, a filesystem under 5 % free. Hosts in maintenance are "
+        "planned work and not listed. Click a host for its drill-down.",
         [target(problems, table=True)], columns=["problem", "host", "delivery_group", "site"],
         sort="problem", big=True,
         overrides=[by_name("problem", ("mappings", problem_colors),

@@ -312,6 +312,8 @@ def test_wall_is_readable_from_three_metres() -> None:
     table = by_title["Problem hosts"]
     assert table["targets"][0]["format"] == "table" and table["targets"][0]["instant"]
     assert table["targets"][0]["expr"].count('label_replace(') == 5
+    assert '"in maintenance"' not in table["targets"][0]["expr"], "maintenance is planned work, not a problem"
+    assert '"disk under 5 %"' in table["targets"][0]["expr"]
 
 
 def test_wall_user_experience_table_colours_each_cell_by_its_bands() -> None:
