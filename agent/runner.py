@@ -242,7 +242,8 @@ class Agent:
     def goodbye(self) -> PushResult:
         """The last report, marked goodbye; retried for a few seconds, not interruptible."""
         deadline = self.monotonic() + min(GOODBYE_SECONDS, max(self.config.agent.timeout, 1.0))
-        result = self.pusher.push(report_to_doc(self.report(goodbye=True)), deadline, sleep=self.sleep)
+        with self._busy:  # not while a sleep notice's goodbye collects: the collectors are not thread-safe
+            result = self.pusher.push(report_to_doc(self.report(goodbye=True)), deadline, sleep=self.sleep)
         if result.accepted:
             log.info("stopped; the collector shows this host as stopped")
         else:

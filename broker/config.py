@@ -82,7 +82,8 @@ class BrokerConfig:
             parse_listen(b.listen)
         except ValueError as e:
             out.append(f"broker.listen: {e}")
-        url_problem = _url_problem(o.url)
+        # citrix_cloud sends its bearer token with every page: a credential, like the token request's secret
+        url_problem = _url_problem(o.url, https_only=a.method == "citrix_cloud")
         if url_problem:
             out.append(f"odata.url: {url_problem}")
         if o.timeout > o.poll_timeout:
@@ -142,7 +143,7 @@ def _url_problem(url: str, https_only: bool = False) -> Optional[str]:
     if parts.query or parts.fragment:
         return "must not carry a query or fragment (the broker builds the query)"
     if https_only and parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        return "must be https:// (it carries the client secret)"
+        return "must be https:// (it carries the client secret or token)"
     return None
 
 

@@ -83,7 +83,8 @@ class Renderer:
                     del self._rendered[host]
                     self._columns.remove(host)
                     self._silent.pop(host, None)
-            lives = [self.store.liveness(entry, now) for entry in entries]
+            # Judged by the entry served: a report stored since `entries` was copied is newer than its entry.
+            lives = [self.store.liveness(self._rendered[entry.host][0], now) for entry in entries]
             for entry, live in zip(entries, lives):
                 silent = None if live.up else STOPPED if live.state == STOPPED else STALE
                 if silent == self._silent.get(entry.host):

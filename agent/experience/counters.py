@@ -119,6 +119,8 @@ class ConnectionBytes:
         self._last: Optional[Dict[str, float]] = None
 
     def increase(self, values: Mapping[str, float]) -> float:
+        if not values and self._last is not None:
+            return 0.0  # no value this time (or no connection): the baseline stays, or all would count again
         first = self._last is None
         last = self._last or {}
         grown = 0.0

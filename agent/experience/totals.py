@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from typing import Dict, List, Optional, Tuple
 
@@ -69,17 +70,19 @@ class ExperienceTotals:
 
     def add_input_delay(self, seconds: float) -> None:
         self.input_delay_present()
-        self._delay.add(max(0.0, seconds))  # type: ignore[union-attr]
+        if math.isfinite(seconds):  # a value PDH got wrong would stay in the totals for the agent's life
+            self._delay.add(max(0.0, seconds))  # type: ignore[union-attr]
 
     def add_rtt(self, protocol: str, seconds: float) -> None:
         self.protocol_present(protocol)
-        self._rtt[protocol].add(max(0.0, seconds))
+        if math.isfinite(seconds):
+            self._rtt[protocol].add(max(0.0, seconds))
 
     def add_traffic(self, protocol: str, received: float, sent: float) -> None:
         self.protocol_present(protocol)
         t = self._traffic[protocol]
-        t[0] += max(0.0, received)
-        t[1] += max(0.0, sent)
+        t[0] += max(0.0, received) if math.isfinite(received) else 0.0
+        t[1] += max(0.0, sent) if math.isfinite(sent) else 0.0
 
     def reading(self) -> Experience:
         return Experience(

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from agent.logons.events import Event
-from contract.report import DISCONNECT_REASONS, LOGON_FAILURE_REASONS, LOGON_PHASES
+from contract.report import LOGON_FAILURE_REASONS, LOGON_PHASES
 
 PHASES = LOGON_PHASES  # the contract's closed lists: they become label values
 FAILURE_REASONS = LOGON_FAILURE_REASONS
-DISCONNECTS = DISCONNECT_REASONS
 
 # NTSTATUS values of 4625's Status and SubStatus, as Microsoft's "4625(F): An account failed
 # to log on" lists them (its table of Windows logon status codes). docs/logons.md quotes each.

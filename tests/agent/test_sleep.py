@@ -138,3 +138,57 @@ def test_the_collector_shows_a_sleeping_host_as_stopped_and_a_woken_one_as_up(tm
         assert not thread.is_alive()
     finally:
         collector.stop()
+
+
+class GatedRunner(StaticRunner):
+    """Counts collections running at once; a goodbye collection may be held until `release`."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.overlapped = False
+        self.hold_next = threading.Event()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+
+    def run_all(self):
+        with self.lock:
+            self.running += 1
+            self.overlapped |= self.running > 1
+            hold = self.hold_next.is_set()
+            self.hold_next.clear()
+        try:
+            if hold:
+                self.holding.set()
+                self.release.wait(5)
+            return super().run_all()
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_stop_during_the_sleep_goodbye_waits_for_it_rather_than_collect_at_the_same_time() -> None:
+    """The collectors are not thread-safe (an open PDH query, the logons bookmarks): the goodbye of a stop
+    must not run them while the sleep notice's goodbye does."""
+    pusher, runner = ThreadedPusher(), GatedRunner()
+    config = AgentConfig(agent=AgentSection(interval=0.05, site="City Hall", delivery_group="Office"))
+    stop = threading.Event()
+    agent = Agent(config=config, host="vda-win-01", runner=runner, pusher=pusher, stop=stop, os="windows",
+                  release="Windows 11")
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: pusher.kinds().count("report") >= 1, timeout=5, what="a report")
+        runner.hold_next.set()
+        suspending = threading.Thread(target=agent.suspend, args=(1.5,), daemon=True)
+        suspending.start()
+        assert runner.holding.wait(5), "the sleep goodbye's collection did not start"
+        stop.set()
+        time.sleep(0.3)  # the run loop ends and says its own goodbye
+    finally:
+        runner.release.set()
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+    assert not runner.overlapped, "two collections ran at once"
+    assert pusher.kinds()[-2:] == ["goodbye", "goodbye"]

@@ -133,3 +133,27 @@ def test_auth_objects_by_method(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "requests_ntlm", fake)
     ntlm = build_auth(AuthSection(method="ntlm", username="CORP\\svc", password="pw"), 5.0)
     assert ntlm == ("ntlm", "CORP\\svc", "pw")
+
+
+def test_citrix_cloud_sends_its_bearer_token_to_the_odata_url_only_over_https(tmp_path) -> None:
+    """The token is a credential like the client secret: an http:// OData URL would send it in clear text."""
+    out = problems(tmp_path, """
+[odata]
+url = "http://api-eu.cloud.com/monitorodata"
+[auth]
+method = "citrix_cloud"
+customer_id = "acme"
+client_id = "3e5a"
+client_secret_env = "SECRET"
+""", env={"SECRET": "s3cr3t-value"})
+    assert "odata.url: must be https://" in out
+    local = load_broker_config(write(tmp_path, """
+[odata]
+url = "http://127.0.0.1:8080/monitorodata"
+[auth]
+method = "citrix_cloud"
+customer_id = "acme"
+client_id = "3e5a"
+client_secret_env = "SECRET"
+"""), env={"SECRET": "s3cr3t-value"})
+    assert local.odata.url.startswith("http://127.0.0.1")

@@ -144,3 +144,28 @@ def test_a_plain_sum_over_two_replicas_counts_a_failed_over_host_once() -> None:
     one_copy = active(text(rb))
     assert one_copy > 0
     assert active(text(ra)) + active(text(rb)) == one_copy
+
+
+def test_a_report_stored_while_a_scrape_starts_is_not_silenced_by_the_older_entry() -> None:
+    """Ingest may store and render a host's new report between the scrape's copy of the store's entries and
+    its lock: the scrape then holds the stale entry, the renderer the fresh one, and serves the fresh one.
+    Judged by the stale entry, the fresh readings were silenced until the next scrape."""
+    clock = FakeClock(NOW)
+    store = HostStore(clock=clock, monotonic=clock)
+    renderer = Renderer(store)
+    renderer.stored(store.put(report()))
+    fresh = lines_of(text(renderer), "vda-win-01")
+    clock.now += 46  # stale
+    assert lines_of(text(renderer), "vda-win-01") == LIVENESS_ONLY
+    snapshot = store.entries
+
+    def entries_then_a_report_arrives():
+        taken = snapshot()
+        renderer.stored(store.put(report()))  # another thread, before the scrape takes the renderer's lock
+        return taken
+
+    store.entries = entries_then_a_report_arrives  # type: ignore[method-assign]
+    raced = text(renderer)
+    store.entries = snapshot  # type: ignore[method-assign]
+    assert lines_of(raced, "vda-win-01") == fresh
+    assert 'vdi_agent_up{host="vda-win-01",site="City Hall",delivery_group="Office Desktops"} 1' in raced

@@ -70,6 +70,17 @@ def test_connection_bytes_count_increases_and_new_connections() -> None:
     assert c.increase({"RDP-Tcp 0": 100.0, "RDP-Tcp 1": 260.0}) == 160.0  # went down: a new connection
 
 
+def test_a_collection_without_values_keeps_the_connections_baseline() -> None:
+    # Win32Pdh.collect gives {} for a counter with no valid value this time (an error): the connections are not
+    # gone, and taking them as new at the next collection would count all their bytes since they started again
+    c = ConnectionBytes()
+    assert c.increase({"RDP-Tcp 0": 1000.0}) == 0.0
+    assert c.increase({"RDP-Tcp 0": 1500.0}) == 500.0
+    assert c.increase({}) == 0.0
+    assert c.increase({"RDP-Tcp 0": 1700.0}) == 200.0
+    assert c.increase({"RDP-Tcp 2": 50.0}) == 50.0  # the connection ended, another began: counted from 0
+
+
 @pytest.mark.parametrize("module", ["counters", "totals"])
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"agent.experience.{module}"))
