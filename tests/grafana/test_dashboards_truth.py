@@ -179,8 +179,9 @@ class Feeder(threading.Thread):
         r = self.post(self.a, {
             "schema_version": 1, "host": FIXTURE_VDA, "site": vda.site, "delivery_group": vda.delivery_group,
             "timestamp_seconds": time.time(),
+            # a 5 s interval: a late tick on a busy machine must not make it stale (its readings would go)
             "agent": {"version": "0.9.0", "os": "windows", "os_release": "Windows Server 2022",
-                      "interval_seconds": 1, "start_time_seconds": self.started},
+                      "interval_seconds": 5, "start_time_seconds": self.started},
             "collectors": {"logons": {"success": True, "duration_seconds": 0.003}},
             "readings": {"logons": reading_to_doc("logons", logons.reading())}})
         if r.status_code != 200:
