@@ -59,11 +59,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
-import requests
 
 from agent.simfarm import Farm, SimHost
 from contract.report import LOGON_DURATION_BUCKETS
 from tests.conftest import ROOT, CollectorProcess
+from tests.farmfeed import TickingFeeder
 from tests.prometheus_harness import PrometheusServer, value
 
 COOKBOOK = ROOT / "docs" / "cookbook.md"
@@ -159,22 +159,14 @@ def report_for(h: SimHost, sim_now: float, started: float, version: str, goodbye
             "collectors": collectors, "readings": readings}
 
 
-class Feeder(threading.Thread):
+class Feeder(TickingFeeder):
     """Posts every reporting host's report once a second, stepping simulated time until frozen."""
 
     def __init__(self, farm: Farm, replicas: Dict[str, CollectorProcess]):
-        super().__init__(daemon=True, name="cookbook-feeder")
+        super().__init__("cookbook-feeder", replicas)
         self.farm, self.replicas = farm, replicas
-        self.sessions = {name: requests.Session() for name in replicas}
-        self.started = time.time()
         self.sim_now = SIM_START
-        self.ticks = 0
         self.posts: Dict[str, List[Post]] = {h.name: [] for h in farm.hosts}
-        self.stopping = threading.Event()
-        self.freeze = threading.Event()
-        self.frozen = threading.Event()  # set once a tick ran on the frozen farm
-        self.errors: List[str] = []
-        self.ticked = threading.Condition()
         self.lock = threading.Lock()  # held through a tick: `snapshot` sees whole ticks
 
     def replica(self, h: SimHost) -> str:
@@ -188,6 +180,10 @@ class Feeder(threading.Thread):
         return OLD if h.name in OLD_AGENTS else CURRENT
 
     def tick(self) -> None:
+        with self.lock:
+            self._tick()
+
+    def _tick(self) -> None:
         frozen = self.freeze.is_set()
         if not frozen:
             self.farm.step(self.sim_now)
@@ -210,34 +206,9 @@ class Feeder(threading.Thread):
         else:
             self.sim_now += SIM_STEP
 
-    def run(self) -> None:
-        next_at = time.monotonic()
-        while not self.stopping.is_set():
-            try:
-                with self.lock:
-                    self.tick()
-            except Exception as e:  # noqa: BLE001 - reported to the test, which fails on it
-                if not self.stopping.is_set():
-                    self.errors.append(f"feeder: {e!r}")
-            with self.ticked:
-                self.ticks += 1
-                self.ticked.notify_all()
-            next_at += 1.0
-            self.stopping.wait(max(0.0, next_at - time.monotonic()))
-
-    def wait_ticks(self, n: int, timeout: float = 60.0) -> None:
-        with self.ticked:
-            assert self.ticked.wait_for(lambda: self.ticks >= n, timeout), f"feeder stuck at tick {self.ticks}"
-
     def snapshot(self) -> Dict[str, List[Post]]:
         with self.lock:
             return {h: list(p) for h, p in self.posts.items()}
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(10)
-        for s in self.sessions.values():
-            s.close()
 
 
 # ---------------------------------------------------------------------------

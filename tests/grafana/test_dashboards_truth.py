@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Set
@@ -58,6 +57,7 @@ from agent.simfarm import Farm, SimHost
 from contract.report import reading_to_doc
 from tests.agent.logons.test_matching import events
 from tests.conftest import CollectorProcess
+from tests.farmfeed import TickingFeeder
 from tests.grafana.test_dashboards import dashboards, label_values_selector, variable_query
 from tests.prometheus_harness import PrometheusServer, value
 
@@ -135,22 +135,14 @@ def report_for(h: SimHost, sim_now: float, started: float, goodbye: bool = False
             "readings": readings}
 
 
-class Feeder(threading.Thread):
+class Feeder(TickingFeeder):
     """Posts every reporting host's report once a second, stepping simulated time until frozen."""
 
     def __init__(self, farm: Farm, a: CollectorProcess, b: CollectorProcess):
-        super().__init__(daemon=True, name="farm-feeder")
+        super().__init__("farm-feeder", (a.url, b.url))
         self.farm, self.a, self.b = farm, a, b
-        self.sessions = {c.url: requests.Session() for c in (a, b)}
-        self.started = time.time()
         self.sim_now = SIM_START
-        self.ticks = 0
-        self.stopping = threading.Event()
-        self.freeze = threading.Event()
-        self.frozen = threading.Event()  # set once a tick ran on the frozen farm
-        self.errors: List[str] = []
         self.rejected_reasons: Set[str] = set()
-        self.ticked = threading.Condition()
 
     def replica(self, h: SimHost) -> CollectorProcess:
         if h.name in FAILOVER:
@@ -195,30 +187,6 @@ class Feeder(threading.Thread):
             self.frozen.set()
         else:
             self.sim_now += SIM_STEP
-
-    def run(self) -> None:
-        next_at = time.monotonic()
-        while not self.stopping.is_set():
-            try:
-                self.tick()
-            except Exception as e:  # noqa: BLE001 - reported to the test, which fails on it
-                if not self.stopping.is_set():
-                    self.errors.append(f"feeder: {e!r}")
-            with self.ticked:
-                self.ticks += 1
-                self.ticked.notify_all()
-            next_at += 1.0
-            self.stopping.wait(max(0.0, next_at - time.monotonic()))
-
-    def wait_ticks(self, n: int, timeout: float = 60.0) -> None:
-        with self.ticked:
-            assert self.ticked.wait_for(lambda: self.ticks >= n, timeout), f"feeder stuck at tick {self.ticks}"
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(10)
-        for s in self.sessions.values():
-            s.close()
 
 
 # ---------------------------------------------------------------------------
