@@ -429,18 +429,17 @@ class Farm:
 
     def fault_group(self, delivery_group: str, kind: str, now: float) -> List[str]:
         """The fault on every host of a delivery group (what a broken share or policy does); their names."""
-        names = [h.name for h in self.hosts if h.delivery_group == delivery_group]
-        if not names:
-            raise KeyError(f"no simulated delivery group {delivery_group!r}")
-        for name in names:
-            self.fault(name, kind, now)
-        return names
+        return self._fault_each([h.name for h in self.hosts if h.delivery_group == delivery_group],
+                                f"no simulated delivery group {delivery_group!r}", kind, now)
 
     def fault_site(self, site: str, kind: str, now: float) -> List[str]:
         """The fault on every host of `site` (a site-wide network degradation, say); the hosts' names."""
-        names = [h.name for h in self.hosts if h.site == site]
+        return self._fault_each([h.name for h in self.hosts if h.site == site],
+                                f"no simulated host in site {site!r}", kind, now)
+
+    def _fault_each(self, names: List[str], none: str, kind: str, now: float) -> List[str]:
         if not names:
-            raise KeyError(f"no simulated host in site {site!r}")
+            raise KeyError(none)
         for name in names:
             self.fault(name, kind, now)
         return names
