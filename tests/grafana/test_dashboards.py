@@ -265,17 +265,18 @@ def test_links_between_dashboards_carry_the_variables() -> None:
     found = dashboards()
     for name, d in found.items():
         assert all(link["includeVars"] and link["keepTime"] for link in d["links"]), name
+    def link_urls(panel: Dict[str, Any]) -> List[str]:
+        return [link["url"] for o in panel["fieldConfig"]["overrides"]
+                for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+
     wall = {p["title"]: p for p in found["wall.json"]["panels"]}
-    capacity_links = [link["url"] for o in wall["Capacity used per delivery group"]["fieldConfig"]["overrides"]
-                      for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
-    table_links = [link["url"] for o in wall["User experience per delivery group"]["fieldConfig"]["overrides"]
-                   for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+    capacity_links = link_urls(wall["Capacity used per delivery group"])
+    table_links = link_urls(wall["User experience per delivery group"])
     for url, value in ((capacity_links, "${__field.labels.delivery_group}"), (table_links, "${__value.raw}")):
         assert url == [f"/d/vdiwatch-group/vdiwatch-delivery-group?${{site:queryparam}}&var-delivery_group={value}"
                        "&${__url_time_range}"]
     group = {p["title"]: p for p in found["group.json"]["panels"]}
-    host_links = [link["url"] for o in group["Hosts"]["fieldConfig"]["overrides"]
-                  for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+    host_links = link_urls(group["Hosts"])
     assert host_links and all(u.startswith("/d/vdiwatch-host/") and "var-host=${__value.raw}" in u for u in host_links)
 
 
