@@ -36,7 +36,7 @@ class Simulation:
 
     def __init__(self, farm: Farm, urls: Sequence[str], *, interval: float = 15.0, speed: float = 1.0,
                  start: Optional[float] = None, token: str = "", workers: int = 8,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, skip: Optional[Tuple[float, float]] = None):
         self.farm = farm
         self.urls = list(urls)
         self.interval = interval
@@ -44,17 +44,19 @@ class Simulation:
         self.clock = clock
         self.real_start = clock()
         self.sim_start = self.real_start if start is None else start
+        self.skip = skip
         self.token = token
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-push")
         self._local = threading.local()
         self._choosers: Dict[str, Chooser] = {}  # per host: which collector it prefers and which failed
         self.started: Dict[str, float] = {}  # host -> when its (simulated) agent started
         self.was_reporting: Dict[str, bool] = {}
+        self.frozen: Dict[str, bool] = {}  # hosts the hypervisor suspended: their agent runs on after resume
         self.sent = 0
         self.failed = 0
 
     def sim_now(self) -> float:
-        return self.sim_start + (self.clock() - self.real_start) * self.speed
+        return simulated_time(self.clock(), self.real_start, self.sim_start, self.speed, self.skip)
 
     def _pusher(self, host: str) -> FailoverPusher:
         cache = getattr(self._local, "pushers", None)
@@ -86,9 +88,11 @@ class Simulation:
             before = self.was_reporting.get(h.name, False)
             self.was_reporting[h.name] = reporting
             if reporting:
-                if not before:
+                if not before and not self.frozen.pop(h.name, False):
                     self.started[h.name] = real_now  # a (re)started agent
                 jobs.append(self.report(h, sim_now, real_now))
+            elif before and h.suspended:
+                self.frozen[h.name] = True  # saved by the hypervisor: silent, no goodbye
             elif before and not h.powered:
                 jobs.append(self.report(h, sim_now, real_now, goodbye=True))  # a clean power-down
                 self.started.pop(h.name, None)
@@ -116,6 +120,16 @@ class Simulation:
         deadline = time.monotonic() + 5
         list(self.pool.map(lambda r: self._push(r, deadline), jobs))
         self.pool.shutdown()
+
+
+def simulated_time(real: float, real_start: float, sim_start: float, speed: float,
+                   skip: Optional[Tuple[float, float]] = None) -> float:
+    """Simulated time at real time `real`: `speed` simulated seconds per real second from `sim_start`, and
+    past `skip[0]` on (if given) `skip[1] - skip[0]` later: a night passed over in one step."""
+    t = sim_start + (real - real_start) * speed
+    if skip is not None and t >= skip[0]:
+        t += skip[1] - skip[0]
+    return t
 
 
 def parse_fault(text: str) -> Tuple[str, str]:

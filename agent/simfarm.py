@@ -55,6 +55,12 @@ MiB = 1024 ** 2
 # locked out) and the users retry; network_blip, a quarter of the connected sessions drop every 15 s (network)
 # and their clients reconnect, half of them within each 15 s (auto client reconnect, or the user), to drop again.
 FAULTS += ("slow_profile", "broken_gpo", "auth_failure", "network_blip")
+# Faults the VDA does not see, only the Delivery Controller and the users: studio_maintenance, the host in
+# maintenance mode in Citrix Studio (the controller sends it no new logon; the agent still reports it open);
+# logon_outage, nobody gets through to the host (StoreFront, the Gateway, the controllers or licensing down):
+# no new session starts, the running ones go on.
+FAULTS += ("studio_maintenance", "logon_outage")
+POWER_DOWN_ACTIONS = ("shutdown", "suspend")
 BLIP_TICK = 15.0  # seconds: network_blip's drops and reconnects are drawn per 15 s, however long the step
 BLIP_DROP, BLIP_RECONNECT = 0.25, 0.5  # per BLIP_TICK: a connected session drops; a dropped one is reconnected
 
@@ -104,6 +110,7 @@ class SimHost:
     sessions: Dict[int, SimSession] = field(default_factory=dict)
     faults: Dict[str, float] = field(default_factory=dict)  # fault -> simulated time it started
     powered: bool = True
+    suspended: bool = False  # saved by the hypervisor: the guest, its agent and its sessions frozen, no goodbye
     next_id: int = 1
     cpu_busy: float = 0.0
     cpu_idle: float = 0.0
@@ -125,18 +132,32 @@ class SimHost:
     # -- the model -----------------------------------------------------------
 
     def accepting(self) -> bool:
-        return self.powered and "not_accepting" not in self.faults and "maintenance" not in self.faults
+        """Open for logons as the VDA itself says (its capacity reading)."""
+        return self.running() and "not_accepting" not in self.faults and "maintenance" not in self.faults
+
+    def takes_logons(self) -> bool:
+        """Gets new logons: open, and the broker routes users to it (Studio maintenance, an outage before it)."""
+        return self.accepting() and "studio_maintenance" not in self.faults and "logon_outage" not in self.faults
+
+    def running(self) -> bool:
+        return self.powered and not self.suspended
 
     def reporting(self) -> bool:
-        return self.powered and "agent_dies" not in self.faults
+        return self.running() and "agent_dies" not in self.faults
+
+    def broker_view(self) -> Tuple[str, str, bool, str, bool]:
+        """(host, delivery group, maintenance mode, power state, registered) as the Delivery Controller sees
+        the machine: its power state "on", "off" or "suspended", registered while the VDA runs."""
+        power = "suspended" if self.suspended else "on" if self.powered else "off"
+        return self.name, self.delivery_group, "studio_maintenance" in self.faults, power, self.running()
 
     def step(self, now: float, target: int, dt: float) -> None:
         """Move sessions towards `target` for this host and advance the counters by `dt` seconds."""
-        if not self.powered:
+        if not self.running():
             return
         if "black_hole" in self.faults:
             target = 0  # accepts logons, but every one fails: the host sits empty
-        if not self.accepting():
+        if not self.takes_logons():
             target = min(target, len(self.sessions))
         target = min(target, self.max_sessions)
         connected = [s for s in self.sessions.values() if s.state != "disconnected"]
@@ -198,7 +219,12 @@ class SimHost:
         elif not on and self.powered:
             self.logoffs += len(self.sessions)
             self.sessions.clear()
-            self.powered = False
+            self.powered, self.suspended = False, False
+
+    def suspend(self, on: bool) -> None:
+        """Saved (on) or resumed by the hypervisor: Windows is not told, so the agent says no goodbye and,
+        once resumed, runs on with its counters and sessions as they were."""
+        self.suspended = on and self.powered
 
     def _simulate_logon(self, busy: float) -> None:
         """One logon with plausible phases (about 14 s on an empty host); the fuller the host (`busy`, the
@@ -368,11 +394,19 @@ class SimHost:
 class Farm:
     hosts: List[SimHost]
     power_down: Tuple[float, float] = (20.0, 6.0)  # pooled desktops off from 20:00 to 06:00
+    # what power management does to a pooled desktop at night: "shutdown" (Windows shuts down: the agent says
+    # goodbye) or "suspend" (the hypervisor saves the VM: the agent falls silent, the controller says suspended)
+    power_down_action: str = "shutdown"
     last: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.power_down_action not in POWER_DOWN_ACTIONS:
+            raise ValueError(f"unknown power-down action {self.power_down_action!r}: "
+                             f"one of {', '.join(POWER_DOWN_ACTIONS)}")
 
     @classmethod
     def build(cls, n_hosts: int, sites: int = 2, groups_per_site: int = 3, max_sessions: int = 20,
-              seed: int = 1) -> "Farm":
+              seed: int = 1, power_down_action: str = "shutdown") -> "Farm":
         """n hosts spread over sites and delivery groups; every third group is a pooled VDI pool."""
         rng = random.Random(seed)
         groups = [(f"site-{s + 1}", f"group-{s + 1}-{g + 1}", (s * groups_per_site + g) % 3 == 2)
@@ -382,7 +416,7 @@ class Farm:
             site, group, pooled = groups[i % len(groups)]
             hosts.append(SimHost(f"sim-{i + 1:04d}", site, group, 1 if pooled else max_sessions, pooled,
                                  rng=random.Random(rng.random())))
-        return cls(hosts)
+        return cls(hosts, power_down_action=power_down_action)
 
     def groups(self) -> Dict[Tuple[str, str], List[SimHost]]:
         out: Dict[Tuple[str, str], List[SimHost]] = {}
@@ -398,21 +432,23 @@ class Farm:
         night = hour >= off_from or hour < off_until
         for members in self.groups().values():
             for h in members:
-                if h.pooled:
+                if h.pooled and self.power_down_action == "suspend":
+                    h.suspend(night)
+                elif h.pooled:
                     h.power(not night, now)
                 if h.boot_time == 0.0:
                     h.boot_time = now - 3600
-            capacity = sum(h.max_sessions for h in members if h.accepting())
+            capacity = sum(h.max_sessions for h in members if h.takes_logons())
             total = round(demand(hour) * 0.85 * sum(h.max_sessions for h in members))
-            total = min(total, capacity + sum(len(h.sessions) for h in members if not h.accepting()))
+            total = min(total, capacity + sum(len(h.sessions) for h in members if not h.takes_logons()))
             self._balance(members, total, now, dt)
 
     @staticmethod
     def _balance(members: List[SimHost], total: int, now: float, dt: float) -> None:
-        """Spread the group's sessions like a broker: hosts that do not accept keep what they have."""
-        fixed = {h.name: len(h.sessions) for h in members if not h.accepting()}
+        """Spread the group's sessions like a broker: hosts it sends no logon to keep what they have."""
+        fixed = {h.name: len(h.sessions) for h in members if not h.takes_logons()}
         remaining = max(0, total - sum(fixed.values()))
-        open_hosts = [h for h in members if h.accepting()]
+        open_hosts = [h for h in members if h.takes_logons()]
         share = {h.name: 0 for h in open_hosts}
         for k in range(remaining):
             if not open_hosts:
