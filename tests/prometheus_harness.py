@@ -48,11 +48,15 @@ class PrometheusServer:
     """A Prometheus process scraping `targets` ("host:port") as job vdiwatch-collector.
 
     `rule_files` defaults to the project's recording and alerting rules;
-    `interval` is both the scrape and the evaluation interval.
+    `interval` is both the scrape and the evaluation interval; `jobs` adds
+    scrape jobs (name -> targets); `alertmanagers` ("host:port") receive the
+    alerts; `args` are further command-line flags. `data` is the TSDB
+    directory: blocks written there before `start()` are history.
     """
 
     def __init__(self, tmp: Path, targets: Sequence[str], rule_files: Sequence[Path] = RULE_FILES,
-                 interval: str = "1s", job: str = JOB):
+                 interval: str = "1s", job: str = JOB, jobs: Optional[Dict[str, Sequence[str]]] = None,
+                 alertmanagers: Sequence[str] = (), args: Sequence[str] = ()):
         self.binary = require_tool("prometheus")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -60,19 +64,26 @@ class PrometheusServer:
         self.dir.mkdir(parents=True)
         self.config_path = self.dir / "prometheus.yml"
         self.log_path = self.dir / "prometheus.log"
-        # JSON is YAML: no YAML library needed, and quoting is exact.
-        self.config_path.write_text(json.dumps({
+        self.data = self.dir / "data"
+        self.args = list(args)
+        scrape = {job: targets, **(jobs or {})}
+        config: Dict[str, Any] = {
             "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
             "rule_files": [str(Path(p).resolve()) for p in rule_files],
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
-        }, indent=2))
+            "scrape_configs": [{"job_name": name, "static_configs": [{"targets": list(t)}]}
+                               for name, t in scrape.items()],
+        }
+        if alertmanagers:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
+        # JSON is YAML: no YAML library needed, and quoting is exact.
+        self.config_path.write_text(json.dumps(config, indent=2))
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 30.0) -> "PrometheusServer":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=info"],
+            [self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.data}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=info", *self.args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
         try:
             wait_for(f"{self.url}/-/ready", self.proc, timeout=timeout)
