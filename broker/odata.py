@@ -29,8 +29,11 @@ POWER_STATES = ("on", "off", "suspended", "transitioning", "unmanaged", "missing
 
 # Citrix Monitor PowerState by code (the list index): Unknown, Unavailable, Off, On,
 # Suspended, TurningOn, TurningOff, Suspending, Resuming, Unmanaged, NotSupported,
-# VirtualMachineNotFound. The numbers are NOT verified against Citrix's own table
-# (docs/broker.md says why); `[odata] power_state_codes` overrides them.
+# VirtualMachineNotFound. The numbers are NOT verified against Citrix's own table:
+# Citrix's Monitor API reference (Citrix.Monitor.Model, "Enums, error codes, and
+# descriptions") says CurrentPowerState takes "enum PowerStateCode" but its table has
+# no PowerStateCode rows (docs/broker.md, "Verified where", lists what was searched);
+# `[odata] power_state_codes` overrides them.
 DEFAULT_POWER_CODES: Tuple[str, ...] = (
     "unknown", "unknown", "off", "on", "suspended", "transitioning", "transitioning",
     "transitioning", "transitioning", "unmanaged", "unknown", "missing")
@@ -42,7 +45,11 @@ POWER_NAMES: Dict[str, str] = {
     "suspending": "transitioning", "resuming": "transitioning", "unmanaged": "unmanaged",
     "notsupported": "unknown", "virtualmachinenotfound": "missing"}
 
-# RegistrationState: Unknown 0, Registered 1, Unregistered 2 (same caveat; configurable).
+# RegistrationState: Unknown 0, Registered 1, Unregistered 2, as Citrix documents them in
+# the Monitor API reference's table "Enums, error codes, and descriptions"
+# (developer-docs.citrix.com/en-us/monitor-service-odata-api/current-release/api-reference/
+# monitor-model; source citrix/monitoring-api docs/api-reference/Monitor.Model.md).
+# `[odata] registered_codes` still overrides it.
 DEFAULT_REGISTERED_CODES: Tuple[int, ...] = (1,)
 KNOWN_REGISTRATION_CODES = (0, 1, 2)
 REGISTRATION_NAMES = {"unknown": False, "registered": True, "unregistered": False}

@@ -87,6 +87,14 @@ def test_an_unknown_value_keeps_the_machine_with_a_safe_default(fields, power, r
         assert machine.delivery_group == ""
 
 
+@pytest.mark.parametrize("code, registered", [(0, False), (1, True), (2, False)])
+def test_registration_codes_are_citrix_documented_ones(code, registered) -> None:
+    # Citrix Monitor API reference, "Enums, error codes, and descriptions", RegistrationState:
+    # 0 Unknown, 1 Registered, 2 Unregistered (docs/broker.md, "Verified where").
+    machine, problems = parse_machine(entry(CurrentRegistrationState=code), SHORT)
+    assert (machine.registered, problems) == (registered, [])
+
+
 def test_enums_by_name_and_configured_codes() -> None:
     machine, _ = parse_machine(entry(CurrentPowerState="Suspended", CurrentRegistrationState="Registered"), SHORT)
     assert (machine.power, machine.registered) == ("suspended", True)
