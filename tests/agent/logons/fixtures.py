@@ -15,7 +15,7 @@ def event_xmls(name: str) -> List[str]:
 
 
 ALL = ("server_vda.xml", "desktop_vda.xml", "rds_host.xml", "server_vda_sessions.xml", "desktop_vda_sessions.xml",
-       "rds_host_sessions.xml")
+       "rds_host_sessions.xml", "admin_vda_security.xml")
 
 # EVT_VARIANT_TYPE (winevt.h) of each value, as the events' manifests declare them (docs/logons.md): what
 # pywin32's EvtRender(..., EvtRenderEventValues) pairs with each value.
