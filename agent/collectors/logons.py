@@ -28,11 +28,11 @@ from agent.collectors import Collector, Context, os_name, register
 from agent.logons.eventlog import BookmarkStore, EventLogReader, default_bookmark_path, xpath
 from agent.logons.events import GROUP_POLICY_CHANNEL, LSM_CHANNEL, PROFILE_CHANNEL, SECURITY_CHANNEL, Event, parse_event
 from agent.logons.matching import (
-    INTERACTIVE_LOGON_TYPES,
     LogonMatcher,
+    counts_as_failure,
+    counts_as_success,
     disconnect_reason,
     failure_reason,
-    is_user_logon,
 )
 from agent.logons.totals import LogonTotals
 from contract.report import Logons
@@ -104,10 +104,9 @@ class LogonsCollector(Collector):
             self._bookmarks = bookmarks
         self.totals.events_skipped += skipped
         for event in events:
-            if event.kind == "logon_failure" and event.logon_type in INTERACTIVE_LOGON_TYPES:
+            if event.kind == "logon_failure" and counts_as_failure(event):
                 self.totals.add_failure(failure_reason(event.status, event.sub_status))
-            elif event.kind == "logon_success" and is_user_logon(event.logon_type, event.account_domain,
-                                                                 event.account_sid):
+            elif event.kind == "logon_success" and counts_as_success(event):  # one per logon: docs/logons.md
                 self.totals.add_success()
             elif event.kind == "disconnect_reason":
                 reason = disconnect_reason(event.reason_code)

@@ -61,6 +61,10 @@ class Event:
     reason_code: Optional[int] = None  # LSM 40 Reason
     account_domain: Optional[str] = None  # Security 4624 TargetDomainName ("Window Manager" for DWM-n); not exported
     account_sid: Optional[str] = None  # Security 4624 TargetUserSid ("S-1-5-90-0-3"), likewise
+    account_name: Optional[str] = None  # Security 4624/4625 TargetUserName ("DWM-3", "VDA-01$"): compared, not exported
+    virtual_account: Optional[bool] = None  # Security 4624 VirtualAccount (version 2): %%1842 Yes, %%1843 No
+    elevated_token: Optional[bool] = None  # Security 4624 ElevatedToken (version 2), likewise
+    linked_logon_id: Optional[int] = None  # Security 4624 TargetLinkedLogonId (version 2): 0 when not one of a pair
 
 
 def parse_time(text: str) -> Optional[float]:
@@ -89,7 +93,24 @@ def _int(text: Optional[str]) -> Optional[int]:
 
 
 _WANTED = frozenset({"SessionID", "Session", "User", "PrincipalSamName", "LogonType", "Status", "SubStatus", "Reason",
-                     "TargetDomainName", "TargetUserSid"})
+                     "TargetDomainName", "TargetUserSid", "TargetUserName", "VirtualAccount", "ElevatedToken",
+                     "TargetLinkedLogonId"})
+
+# 4624's Yes/No fields as the event stores them: the insertion strings %%1842 and %%1843 (Microsoft's example
+# event on the 4624 page: the built-in Administrator with VirtualAccount %%1843, ElevatedToken %%1842), or the
+# words themselves where a renderer has already put them in.
+_YES_NO = {"%%1842": True, "%%1843": False, "yes": True, "no": False}
+
+
+def yes_no(text: Optional[str]) -> Optional[bool]:
+    """'%%1842' -> True, '%%1843' -> False ('Yes'/'No' likewise); None when absent ('-', empty) or unknown.
+
+    >>> yes_no('%%1842'), yes_no('%%1843'), yes_no('No'), yes_no('-'), yes_no(None)
+    (True, False, False, None, None)
+    """
+    if text is None:
+        return None
+    return _YES_NO.get(text.strip().lower())
 
 
 def _fields(root: ET.Element) -> Dict[str, str]:
@@ -149,6 +170,10 @@ def parse_event(xml: str) -> Optional[Event]:
         reason_code=_int(f.get("Reason")),
         account_domain=f.get("TargetDomainName") or None,
         account_sid=f.get("TargetUserSid") or None,
+        account_name=f.get("TargetUserName") or None,
+        virtual_account=yes_no(f.get("VirtualAccount")),
+        elevated_token=yes_no(f.get("ElevatedToken")),
+        linked_logon_id=_int(f.get("TargetLinkedLogonId")),
     )
 
 
@@ -172,6 +197,10 @@ VALUE_PATHS = (
     "Event/EventData/Data[@Name='SubStatus']",
     "Event/EventData/Data[@Name='TargetDomainName']",
     "Event/EventData/Data[@Name='TargetUserSid']",
+    "Event/EventData/Data[@Name='TargetUserName']",  # Security 4624, 4625
+    "Event/EventData/Data[@Name='VirtualAccount']",  # Security 4624 version 2
+    "Event/EventData/Data[@Name='ElevatedToken']",
+    "Event/EventData/Data[@Name='TargetLinkedLogonId']",
 )
 
 
@@ -237,7 +266,11 @@ def event_from_values(values: Sequence[object]) -> Optional[Event]:
     failure = kind == "logon_failure"  # the rest is Security's 4624 and 4625
     return Event(kind, record_id, when, logon_type=_value_int(v[11]),
                  status=_value_int(v[12]) if failure else None, sub_status=_value_int(v[13]) if failure else None,
-                 account_domain=_strip(_value_text(v[14])), account_sid=_strip(_value_text(v[15])))
+                 account_domain=_strip(_value_text(v[14])), account_sid=_strip(_value_text(v[15])),
+                 account_name=_strip(_value_text(v[16])),
+                 virtual_account=None if failure else yes_no(_value_text(v[17])),
+                 elevated_token=None if failure else yes_no(_value_text(v[18])),
+                 linked_logon_id=None if failure else _value_int(v[19]))
 
 
 _N_VALUES = len(VALUE_PATHS)

@@ -95,20 +95,73 @@ def disconnect_reason(code: Optional[int]) -> Optional[str]:
     return "other"  # 0 (no information: the client went away), 768 (bad credentials), anything new
 
 
+# Which Security 4624/4625 events are "a user logging on at a desktop" (docs/logons.md, "Which logons count").
+# Logon types, as Microsoft's 4624 and 4625 pages list them: 2 Interactive ("A user logged on to this computer"),
+# 10 RemoteInteractive ("... remotely using Terminal Services or Remote Desktop"), 11 CachedInteractive, 12
+# CachedRemoteInteractive ("Same as RemoteInteractive"). Not counted: 7 Unlock and 13 CachedUnlock (a user back at a
+# session already counted), 3 Network and 8 NetworkCleartext (a share, a port scan, NLA's check), 4 Batch, 5 Service,
+# 9 NewCredentials (runas /netonly), 0 System. Successes and failures go through the same filter.
+DESKTOP_LOGON_TYPES = (2, 10, 11, 12)
+
 # Accounts Windows itself logs on as interactive (logon type 2) for every session: the Desktop Window
 # Manager's Window Manager\DWM-n and the user-mode font driver's Font Driver Host\UMFD-n. Not users.
 VIRTUAL_LOGON_DOMAINS = frozenset({"window manager", "font driver host"})
 VIRTUAL_LOGON_SIDS = ("S-1-5-90-", "S-1-5-96-")  # their SIDs: S-1-5-90-0-n (DWM), S-1-5-96-0-n (UMFD)
-INTERACTIVE_LOGON_TYPES = (2, 10, 11)  # Interactive, RemoteInteractive, CachedInteractive: a user at a desktop
+# The service accounts of Windows: LocalSystem (SYSTEM), LocalService, NetworkService.
+SERVICE_SIDS = frozenset({"S-1-5-18", "S-1-5-19", "S-1-5-20"})
 
 
-def is_user_logon(logon_type: Optional[int], domain: Optional[str], sid: Optional[str]) -> bool:
-    """Whether a 4624 is a person logging on at a desktop: an interactive logon type, not a virtual account."""
-    if logon_type not in INTERACTIVE_LOGON_TYPES:
-        return False
+def is_desktop_logon_type(logon_type: Optional[int]) -> bool:
+    """A logon type a person at a session makes: 2, 10, 11, 12; not unlock (7, 13), network (3, 8), service...
+
+    >>> [t for t in range(14) if is_desktop_logon_type(t)]
+    [2, 10, 11, 12]
+    """
+    return logon_type in DESKTOP_LOGON_TYPES
+
+
+def is_not_a_person(name: Optional[str], domain: Optional[str], sid: Optional[str],
+                    virtual: Optional[bool] = None) -> bool:
+    """Whether the account is Windows' own rather than a user's: SYSTEM, LOCAL SERVICE, NETWORK SERVICE, a
+    computer account (its name ends in $), DWM-n, UMFD-n, or any account 4624 flags as virtual.
+
+    >>> is_not_a_person("UMFD-3", "Font Driver Host", "S-1-5-96-0-3"), is_not_a_person("VDA-01$", "CORP", None)
+    (True, True)
+    >>> is_not_a_person("carol", "CORP", "S-1-5-21-1-2-3-1105", virtual=False)
+    False
+    """
+    if virtual is True:
+        return True
+    if name is not None and name.strip().endswith("$"):
+        return True
     if domain is not None and domain.strip().lower() in VIRTUAL_LOGON_DOMAINS:
-        return False
-    return not (sid is not None and sid.upper().startswith(VIRTUAL_LOGON_SIDS))
+        return True
+    if sid is not None:
+        sid = sid.strip().upper()
+        return sid in SERVICE_SIDS or sid.startswith(VIRTUAL_LOGON_SIDS)
+    return False
+
+
+def is_elevated_half(linked_logon_id: Optional[int], elevated: Optional[bool]) -> bool:
+    """Whether a 4624 is the administrator token of a UAC split-token pair: it has a linked logon session
+    (TargetLinkedLogonId not 0) and its token is elevated. Its partner, the standard user token (the one the
+    desktop, explorer.exe, runs with), is the one counted, so that the pair counts once. A logon that is not
+    one of a pair (0x0: a standard user; the built-in Administrator, elevated but alone) is not a half."""
+    return bool(linked_logon_id) and elevated is True
+
+
+def counts_as_success(e: Event) -> bool:
+    """A 4624 that counts as one user logging on at a desktop."""
+    return (is_desktop_logon_type(e.logon_type)
+            and not is_not_a_person(e.account_name, e.account_domain, e.account_sid, e.virtual_account)
+            and not is_elevated_half(e.linked_logon_id, e.elevated_token))
+
+
+def counts_as_failure(e: Event) -> bool:
+    """A 4625 from the same population as counts_as_success: a desktop logon type, not one of Windows' accounts.
+    (4625 has no VirtualAccount, ElevatedToken or linked logon: a failed logon creates no token.)"""
+    return is_desktop_logon_type(e.logon_type) and not is_not_a_person(e.account_name, e.account_domain,
+                                                                         e.account_sid)
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,12 @@ def test_the_rds_fixture_report_carries_this_collectors_reading(tmp_path):
     log.append("server_vda.xml", "rds_host.xml", "rds_host_sessions.xml")
     doc = json.loads((FIXTURES.parent / "reports" / "rdsh-03-maintenance.json").read_text())
     assert parse_report(doc).logons == c.collect()
+
+
+def test_an_administrators_split_token_pair_counts_once_and_unlocks_and_network_logons_not_at_all(tmp_path):
+    log, c = started(tmp_path)
+    log.append("admin_vda_security.xml")
+    r = c.collect()
+    assert r.successes == 3  # ladmin (two linked 4624s), frank (type 12), the built-in Administrator
+    assert sum(n for _, n in r.failures) == 1 and dict(r.failures)["bad_password"] == 1  # gina's, type 10 only
+    assert c.unreadable == 0

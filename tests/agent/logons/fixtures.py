@@ -15,15 +15,17 @@ def event_xmls(name: str) -> List[str]:
 
 
 ALL = ("server_vda.xml", "desktop_vda.xml", "rds_host.xml", "server_vda_sessions.xml", "desktop_vda_sessions.xml",
-       "rds_host_sessions.xml")
+       "rds_host_sessions.xml", "admin_vda_security.xml")
 
 # EVT_VARIANT_TYPE (winevt.h) of each value, as the events' manifests declare them (docs/logons.md): what
 # pywin32's EvtRender(..., EvtRenderEventValues) pairs with each value.
 _NULL, _STRING, _UINT16, _UINT32, _UINT64, _GUID, _FILETIME, _SID, _HEXINT32 = 0, 1, 6, 8, 10, 15, 17, 19, 20
+_HEXINT64 = 21
 _TYPES = {"Channel": _STRING, "EventID": _UINT16, "EventRecordID": _UINT64, "SystemTime": _FILETIME,
           "ActivityID": _GUID, "SessionID": _UINT32, "Session": _UINT32, "User": _STRING, "Reason": _UINT32,
           "PrincipalSamName": _STRING, "LogonType": _UINT32, "Status": _HEXINT32, "SubStatus": _HEXINT32,
-          "TargetDomainName": _STRING, "TargetUserSid": _SID}
+          "TargetDomainName": _STRING, "TargetUserSid": _SID, "TargetUserName": _STRING,
+          "VirtualAccount": _STRING, "ElevatedToken": _STRING, "TargetLinkedLogonId": _HEXINT64}
 
 
 class _Guid:
@@ -80,7 +82,7 @@ def rendered_values(xml: str):
             value = dt.replace(microsecond=int((frac + "000000")[:6]))
         elif kind in (_UINT16, _UINT32, _UINT64):
             value = int(text)
-        elif kind == _HEXINT32:
+        elif kind in (_HEXINT32, _HEXINT64):
             value = hex(int(text, 16))
         elif kind == _GUID:
             value = _Guid(text)

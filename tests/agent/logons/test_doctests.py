@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["events", "totals"])
+@pytest.mark.parametrize("module", ["events", "totals", "matching"])
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"agent.logons.{module}"))
     assert result.attempted > 0 and result.failed == 0
