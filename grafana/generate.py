@@ -381,6 +381,43 @@ PROBLEMS: Tuple[Tuple[str, str, str], ...] = (
 # What the capacity alerts read (config/prometheus/rules/vdiwatch-recording.yml), so that the wall and the
 # alerts cannot disagree; a delivery group spans sites, so only the group variable applies.
 CAPACITY_RULE = 'delivery_group:vdi_capacity_used:ratio{delivery_group=~"$delivery_group"}'
+CAPACITY_STEPS = ((None, "transparent"), (0.85, "orange"), (0.95, "red"))  # VdiDeliveryGroupCapacityHigh, ...Critical
+
+
+def free_slots() -> str:
+    """Free session slots per delivery group as the capacity alerts count them: the slots of the ratio's
+    denominator (open hosts, plus the powered-off ones power management can start) times the share not used,
+    rounded to a whole slot; 0 for a group whose hosts report capacity but none is open. Read from the capacity
+    recording rules only; a rule of its own (see docs/dashboards.md) would make this one selector."""
+    m = ('delivery_group=~"$delivery_group"',)
+    slots = sel("delivery_group:vdi_host_max_sessions:sum", *m)
+    powered_off = sel("delivery_group:vdi_host_max_sessions_powered_off:sum", *m)
+    return (f"round(({slots} + ({powered_off} or 0 * {slots})) * (1 - {CAPACITY_RULE})) "
+            f"or 0 * {slots}")
+
+
+# The alert list: what Prometheus has firing now, pages first, then tickets, then any other severity; the
+# Watchdog (always firing, severity none) and everything of severity none are left out.
+ALERT_ORDER = ('severity="page"', 'severity="ticket"', 'severity!~"page|ticket|none"')
+ALERT_SEVERITIES = (("page", "PAGE", "red"), ("ticket", "TICKET", "orange"), ("ok", "OK", "green"))
+ALERT_COLUMNS = ("severity", "alertname", "host", "delivery_group", "site")
+
+
+def firing_alerts(severity: str) -> str:
+    """Seconds since each firing alert of `severity` went active (ALERTS_FOR_STATE holds when it went
+    pending), one row per alert name and place (the oldest instance), oldest first. A collector's alert has an
+    `instance` and no `host`: label_join puts it in the host column (the two are never both set). No
+    label_replace with "$1": Grafana would leave it alone, but the truth test's strict variable check would not."""
+    since = (f'time() - (ALERTS_FOR_STATE{{{severity}, alertname!="Watchdog"}} '
+             f'and ignoring (alertstate) ALERTS{{alertstate="firing"}})')
+    return f'sort_desc(max by ({", ".join(ALERT_COLUMNS)}) (label_join({since}, "host", "", "host", "instance")))'
+
+
+def alert_list() -> str:
+    """The firing alerts in wall order; with nothing firing, one row that says so (so an empty answer is never
+    mistaken for a working one). Prometheus keeps the order of sort_desc through `or` in an instant query."""
+    nothing = labelled(labelled("vector(NaN)", "severity", "ok"), "alertname", "no alert firing")
+    return " or ".join(firing_alerts(s) for s in ALERT_ORDER) + f" or on () {nothing}"
 
 
 def user_experience_table() -> Panel:
@@ -446,19 +483,53 @@ def wall() -> Dict[str, Any]:
         "panel cannot see: a silenced page still counts here.",
         [target('count(ALERTS{alertstate="firing", severity="page"}) or vector(0)', "paging", instant=True)],
         big=True, steps=thresholds((None, "green"), (1, "red")), decimals=0))
-    g.add(6, *((4, s) for s in stats))
+    g.add(5, *((4, s) for s in stats))
 
-    capacity = bargauge(
+    alerts = table(
+        "Firing alerts",
+        "The alerts firing in Prometheus now, as the rules see them: pages (red) first, then tickets (amber), "
+        "then any other severity; within each, the one active longest first. Left out: pending alerts (their "
+        "for: has not passed), the always-firing Watchdog and everything of severity none. Host (for a collector "
+        "alert its instance), delivery group and site: those the alert names. Since: how long the alert has been "
+        "active, from when its condition began (ALERTS_FOR_STATE). One row per alert and place: two full disks "
+        "of one host are one row. All of vdiwatch, not filtered by site or group. Silences and inhibitions live "
+        "in Alertmanager, which Prometheus' ALERTS does not know: a silenced or inhibited alert is still listed "
+        "here, though nobody was paged for it. When nothing fires, one row says so.",
+        [target(alert_list(), table=True)], columns=[*ALERT_COLUMNS, "Value"],
+        rename={"severity": "Severity", "alertname": "Alert", "host": "Host", "delivery_group": "Delivery group",
+                "site": "Site", "Value": "Since"},
+        big=True,
+        overrides=[by_name("Severity", ("mappings", value_mappings(*ALERT_SEVERITIES)),
+                           ("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+                           ("custom.width", 130)),
+                   by_name("Since", ("unit", "dtdurations"), ("custom.width", 230),
+                           ("mappings", [{"type": "special", "options": {"match": "nan", "result": {
+                               "text": "", "index": 0}}}]))])
+    capacity = table(
         "Capacity used per delivery group",
-        "Sessions on the hosts open for logons (reporting, accepting, not in maintenance) over their "
-        "vdi_host_max_sessions: the recording rule delivery_group:vdi_capacity_used:ratio, the number the "
-        "capacity alerts read. Orange from 85 % (ticket), red from 95 % (page). A group with no open host has "
-        "no bar: planned when its hosts are in maintenance or powered down, a page (no host accepting) when not.",
-        [target(CAPACITY_RULE, "{{delivery_group}}", instant=True)],
-        overrides=[{"matcher": {"id": "byFrameRefID", "options": "A"},
-                    "properties": [{"id": "links", "value": [GROUP_LINK]}]}],
-        big=True, unit="percentunit", min_value=0, max_value=1, decimals=0,
-        steps=thresholds((None, "green"), (0.85, "orange"), (0.95, "red")))
+        "Per delivery group: Used, the share of the open session slots in use, the recording rule "
+        "delivery_group:vdi_capacity_used:ratio the capacity alerts read, with their colours: orange from 85 % "
+        "(ticket), red from 95 % (page), neutral below. Free: the session slots free now as those alerts count "
+        "them (the open hosts' vdi_host_max_sessions, plus the slots of powered-off desktops power management "
+        "can start, minus the sessions on them); a count, neutral, red at 0 (the next user gets no desktop). "
+        "A group with hosts that report capacity but none open shows Free 0 and no Used. Click a group for its "
+        "dashboard.",
+        [target(CAPACITY_RULE, table=True), target(free_slots(), table=True)],
+        columns=["delivery_group", "Value #A", "Value #B"],
+        rename={"delivery_group": "Delivery group", "Value #A": "Used", "Value #B": "Free slots"},
+        merge=True, sort="Delivery group", big=True,
+        overrides=[by_name("Used", ("unit", "percentunit"), ("decimals", 0), ("thresholds", thresholds(
+                       *CAPACITY_STEPS)), ("color", {"mode": "thresholds"}),
+                           ("custom.cellOptions", {"type": "color-background", "mode": "basic"})),
+                   by_name("Free slots", ("unit", "short"), ("decimals", 0),
+                           ("thresholds", thresholds((None, "red"), (1, "transparent"))),
+                           ("color", {"mode": "thresholds"}),
+                           ("custom.cellOptions", {"type": "color-background", "mode": "basic"})),
+                   by_name("Delivery group", ("links", [GROUP_VALUE_LINK]))])
+    g.add(10, (14, alerts), (10, capacity))
+
+    g.add(8, (24, user_experience_table()))
+
     states = 'state=~"active|idle|disconnected"'
     overrides = [by_name(f"/^{s}/", ("color", color(c)), regex=True) for s, c in STATE_COLORS.items()]
     overrides.append(by_name("/last week/", ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
@@ -471,25 +542,24 @@ def wall() -> Dict[str, Any]:
          target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states], offset='7d')})",
                 "{{state}} last week")],
         width=4, decimals=0, overrides=overrides)
-    g.add(10, (9, capacity), (15, sessions))
-
-    g.add(8, (24, user_experience_table()))
-
     problems = " or ".join(labelled(f"({cond})", "problem", name) for name, _, cond in PROBLEMS)
     problem_colors = value_mappings(*((name, name, c) for name, c, _ in PROBLEMS))
-    g.add(10, (24, table(
+    hosts = table(
         "Problem hosts",
-        "Hosts that need a look: agent silent (stale), not accepting logons while not in maintenance, CPU busy "
-        "over 90 % (5m), memory available under 10 %, a filesystem under 5 % free. Hosts in maintenance are "
-        "planned work and not listed. Click a host for its drill-down.",
+        "Not alerts: hosts that need a look right now, by instant conditions that come and go with every "
+        "refresh (an alert waits 15 minutes or more before it fires): agent silent (stale), not accepting "
+        "logons while not in maintenance, CPU busy over 90 % (5m), memory available under 10 %, a filesystem "
+        "under 5 % free. Hosts in maintenance are planned work and not listed. Click a host for its drill-down. "
+        "What pages is the Firing alerts list.",
         [target(problems, table=True)], columns=["problem", "host", "delivery_group", "site"],
-        sort="problem", big=True,
+        sort="problem",  # no renaming: the host link reads the fields site and delivery_group by name
         overrides=[by_name("problem", ("mappings", problem_colors),
-                           ("custom.cellOptions", {"type": "color-background", "mode": "basic"})),
+                           ("custom.cellOptions", {"type": "color-text"})),
                    by_name("host", ("links", [HOST_LINK]))],
-        no_value="no problem hosts")))
+        no_value="no problem hosts")
+    g.add(5, (14, sessions), (10, hosts))
     return dashboard("vdiwatch-wall", "vdiwatch wall",
-                     "The ops room wall display: sessions, hosts, capacity and problem hosts at a glance.",
+                     "The ops room wall display: sessions, hosts, what is firing, capacity and free slots at a glance.",
                      g, site_group_variables(), refresh="30s", time_from="now-24h")
 
 

@@ -27,7 +27,7 @@ UIDS = {"wall.json": "vdiwatch-wall", "host.json": "vdiwatch-host", "group.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 # Prometheus' own series, which the contract does not list.
-PROMETHEUS_OWN = {"up", "ALERTS", "scrape_duration_seconds"}
+PROMETHEUS_OWN = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds"}
 
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
                 "unless", "inf", "nan"}
@@ -272,7 +272,7 @@ def test_links_between_dashboards_carry_the_variables() -> None:
     wall = {p["title"]: p for p in found["wall.json"]["panels"]}
     capacity_links = link_urls(wall["Capacity used per delivery group"])
     table_links = link_urls(wall["User experience per delivery group"])
-    for url, value in ((capacity_links, "${__field.labels.delivery_group}"), (table_links, "${__value.raw}")):
+    for url, value in ((capacity_links, "${__value.raw}"), (table_links, "${__value.raw}")):  # table cells
         assert url == [f"/d/vdiwatch-group/vdiwatch-delivery-group?${{site:queryparam}}&var-delivery_group={value}"
                        "&${__url_time_range}"]
     group = {p["title"]: p for p in found["group.json"]["panels"]}
@@ -288,7 +288,9 @@ def test_wall_is_readable_from_three_metres() -> None:
         if v["name"] in ("site", "delivery_group"):
             assert v["multi"] and v["includeAll"] and v["allValue"] == ".*"
     ps = [p for p in wall["panels"]]
-    assert len(ps) <= 10, "a wall display holds few panels"
+    assert len(ps) <= 11, "a wall display holds few panels"
+    rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in ps)
+    assert rows * 30 + (rows - 1) * 8 <= 1080, "the wall scrolls on a 1080p screen in kiosk mode"
     stats = [p for p in ps if p["type"] == "stat"]
     assert len(stats) >= 6
     for p in stats:
@@ -298,11 +300,16 @@ def test_wall_is_readable_from_three_metres() -> None:
     by_title = {p["title"]: p for p in ps}
     stale = by_title["Stale agents"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [(s["value"], s["color"]) for s in stale] == [(None, "green"), (1, "red")], "red above 0"
-    gauge = by_title["Capacity used per delivery group"]
-    defaults = gauge["fieldConfig"]["defaults"]
-    assert gauge["type"] == "bargauge" and defaults["unit"] == "percentunit"
-    assert (defaults["min"], defaults["max"]) == (0, 1)
-    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, 0.85, 0.95]
+    capacity = by_title["Capacity used per delivery group"]
+    cells = {o["matcher"]["options"]: {q["id"]: q["value"] for q in o["properties"]}
+             for o in capacity["fieldConfig"]["overrides"]}
+    assert capacity["type"] == "table" and capacity["options"]["cellHeight"] == "lg"
+    assert cells["Used"]["unit"] == "percentunit"
+    # the capacity alerts' thresholds colour the share used; the free slots are a count: neutral, red at 0
+    assert [(s["value"], s["color"]) for s in cells["Used"]["thresholds"]["steps"]] == [
+        (None, "transparent"), (0.85, "orange"), (0.95, "red")]
+    assert [(s["value"], s["color"]) for s in cells["Free slots"]["thresholds"]["steps"]] == [
+        (None, "red"), (1, "transparent")]
     alerts = by_title["Paging alerts"]["targets"][0]["expr"]
     assert alerts == 'count(ALERTS{alertstate="firing", severity="page"}) or vector(0)', "no tickets, no Watchdog"
     history = by_title["Sessions by state, today and a week ago"]["targets"]
@@ -404,8 +411,27 @@ def test_capacity_panels_read_the_rule_the_capacity_alerts_read() -> None:
     assert "avg_over_time(delivery_group:vdi_capacity_used:ratio[" in alerts
     for name, title in (("wall.json", "Capacity used per delivery group"), ("capacity.json", "Capacity used")):
         (p,) = [p for p in dashboards()[name]["panels"] if p["title"] == title]
-        assert [t["expr"] for t in p["targets"]] == [
-            'delivery_group:vdi_capacity_used:ratio{delivery_group=~"$delivery_group"}'], name
+        assert p["targets"][0]["expr"] == 'delivery_group:vdi_capacity_used:ratio{delivery_group=~"$delivery_group"}'
+    # the wall's free slots: read from the capacity rules alone, so they count what those alerts count
+    (wall,) = [p for p in dashboards()["wall.json"]["panels"] if p["title"] == "Capacity used per delivery group"]
+    assert len(wall["targets"]) == 2
+    free = wall["targets"][1]["expr"]
+    assert metric_names(free) == {"delivery_group:vdi_host_max_sessions:sum",
+                                  "delivery_group:vdi_host_max_sessions_powered_off:sum",
+                                  "delivery_group:vdi_capacity_used:ratio"} and metric_names(free) <= recorded()
+
+
+def test_wall_alert_list_mirrors_firing_alerts_pages_first() -> None:
+    """The structure of the wall's alert list; tests/grafana/test_wall_alerts.py runs it on real alerts."""
+    (p,) = [p for p in dashboards()["wall.json"]["panels"] if p["title"] == "Firing alerts"]
+    (t,) = p["targets"]
+    assert t["format"] == "table" and t["instant"]
+    parts = t["expr"].split(" or sort_desc(")
+    assert [re.search(r"ALERTS_FOR_STATE\{([^}]*)\}", part).group(1) for part in parts] == [
+        'severity="page", alertname!="Watchdog"', 'severity="ticket", alertname!="Watchdog"',
+        'severity!~"page|ticket|none", alertname!="Watchdog"']
+    assert t["expr"].count('and ignoring (alertstate) ALERTS{alertstate="firing"}') == 3, "firing only"
+    assert p["gridPos"]["w"] >= 12 and p["gridPos"]["h"] >= 8, "as many rows as fit"
 
 
 def test_every_metric_used_is_in_the_contract() -> None:
