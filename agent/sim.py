@@ -25,7 +25,7 @@ from agent import __version__
 from agent.failover import Chooser, FailoverPusher
 from agent.push import Pusher
 from agent.runner import agent_info, build_report
-from agent.simfarm import FAULTS, Farm, SimHost
+from agent.simfarm import FAULTS, POWER_DOWN_ACTIONS, Farm, SimHost
 from contract.report import CollectorStatus, Report, report_to_doc
 
 log = logging.getLogger("agent.sim")
@@ -160,12 +160,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help=f"put a fault on a host: {', '.join(FAULTS)}")
     p.add_argument("--site-fault", action="append", type=parse_fault, default=[], metavar="SITE=FAULT",
                    help="put a fault on every host of a site (site-1=network_degraded: a site's network degraded)")
+    p.add_argument("--power-down", choices=POWER_DOWN_ACTIONS, default="shutdown",
+                   help="what power management does to pooled desktops at night: shutdown (the agent says goodbye, "
+                        "the default) or suspend (saved by the hypervisor: silent)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--log-level", default="info")
     p.add_argument("--version", action="version", version=f"vdiwatch-sim {__version__}")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    farm = Farm.build(args.hosts, args.sites, args.groups_per_site, args.max_sessions, seed=args.seed)
+    farm = Farm.build(args.hosts, args.sites, args.groups_per_site, args.max_sessions, seed=args.seed,
+                      power_down_action=args.power_down)
     now = time.time()
     start = None if args.start_hour is None else day_start(now, args.start_hour)
     for host, kind in args.fault:

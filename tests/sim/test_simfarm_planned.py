@@ -119,3 +119,13 @@ def test_a_suspended_desktop_says_no_goodbye_and_keeps_its_agent_start() -> None
     assert back and not back[0].goodbye
     assert sim.started[desktop.name] == started
     sim.pool.shutdown()
+
+
+def test_the_simulator_command_refuses_an_unknown_power_down_action(capsys) -> None:
+    from agent.sim import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--power-down", "hibernate"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--power-down" in err and "'shutdown', 'suspend'" in err
