@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterator, List, Set
 
@@ -124,10 +125,38 @@ def test_there_are_rule_unit_tests() -> None:
             "broker_alerts_test.yaml"} <= names, names
 
 
-@pytest.mark.parametrize("path", RULE_TESTS, ids=[p.name for p in RULE_TESTS])
-def test_promtool_unit_tests_pass(path: Path) -> None:
+def evaluations(path: Path) -> int:
+    """How many rule evaluations `promtool test rules` runs for a file: each case is evaluated every
+    evaluation_interval up to its last eval_time."""
+    doc = load_yaml(path)
+    step = seconds(doc.get("evaluation_interval", "1m"))
+    total = 0
+    for case in doc.get("tests", []):
+        checks = case.get("alert_rule_test", []) + case.get("promql_expr_test", [])
+        total += max((seconds(c["eval_time"]) for c in checks), default=0) // step + 1
+    return total
+
+
+@pytest.fixture(scope="module")
+def promtool_runs(request: pytest.FixtureRequest) -> Iterator[Dict[Path, "Future[subprocess.CompletedProcess]"]]:
+    """`promtool test rules` of every rule test file this session runs, started together, one per core: each
+    run is one single-threaded process stepping simulated time (nothing in it depends on the wall clock), and
+    the longest take half a minute. The longest runs first, so that the short ones share the other cores."""
     promtool = require_tool("promtool")
-    r = run([promtool, "test", "rules", path.name], cwd=path.parent)
+    paths = [item.callspec.params["path"] for item in request.session.items
+             if getattr(item, "originalname", None) == "test_promtool_unit_tests_pass"]
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        runs = {path: pool.submit(run, [promtool, "test", "rules", path.name], cwd=path.parent)
+                for path in sorted(paths, key=evaluations, reverse=True)}
+        yield runs
+        for future in runs.values():
+            future.cancel()
+
+
+@pytest.mark.parametrize("path", RULE_TESTS, ids=[p.name for p in RULE_TESTS])
+def test_promtool_unit_tests_pass(path: Path, promtool_runs: Dict[Path, "Future[subprocess.CompletedProcess]"]
+                                  ) -> None:
+    r = promtool_runs[path].result()
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
 
 

@@ -18,6 +18,7 @@ import base64
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -104,9 +105,16 @@ async def _attack(port: int, connections: int, kind: str, seconds: float, max_co
             tmp.replace(progress)
             await asyncio.sleep(0.1)
 
+    # SIGTERM (the test is done with the attack) ends it before `seconds` as the deadline would
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     tasks = [asyncio.ensure_future(slot()) for _ in range(connections)]
     reporter = asyncio.ensure_future(report())
-    await asyncio.wait(tasks, timeout=seconds)
+    ran_out = asyncio.ensure_future(asyncio.wait(tasks, timeout=seconds))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([ran_out, stopped], return_when=asyncio.FIRST_COMPLETED)
+    ran_out.cancel()
+    stopped.cancel()
     for task in tasks + [reporter]:
         task.cancel()
     await asyncio.gather(*tasks, reporter, return_exceptions=True)
@@ -141,7 +149,9 @@ def _main() -> None:
 # -- the tests ------------------------------------------------------------------
 
 class Attack:
-    """The attacker as a child process, stopped (and reaped) on leaving the block."""
+    """The attacker as a child process, stopped (and reaped) on leaving the block: it attacks while the
+    block runs, at most `seconds`; on leaving, SIGTERM ends it the way its deadline would (every connection
+    closed, the final stats written)."""
 
     def __init__(self, tmp: Path, port: int, connections: int, kind: str, seconds: float, max_connects: int):
         self.progress = tmp / f"attack-{kind}.json"
@@ -161,8 +171,10 @@ class Attack:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
         try:
-            self.proc.wait(self.seconds + 15)
+            self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
