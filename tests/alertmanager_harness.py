@@ -22,7 +22,7 @@ import time
 from copy import deepcopy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
@@ -93,16 +93,20 @@ class Webhook:
 
 
 class AlertmanagerServer:
-    """An Alertmanager process on a free loopback port, without clustering, with `config` (a dict)."""
+    """An Alertmanager process on a free loopback port, without clustering, with `config`: a dict, written
+    out, or the path of a config file used as it is."""
 
-    def __init__(self, tmp: Path, config: Dict[str, Any]):
+    def __init__(self, tmp: Path, config: Union[Dict[str, Any], Path]):
         self.binary = require_tool("prometheus-alertmanager")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dir = Path(tmp) / f"alertmanager-{self.port}"
         self.dir.mkdir(parents=True)
-        self.config_path = self.dir / "alertmanager.yml"
-        self.config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        if isinstance(config, Path):
+            self.config_path = config
+        else:
+            self.config_path = self.dir / "alertmanager.yml"
+            self.config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         self.log_path = self.dir / "alertmanager.log"
         self.proc: Optional[subprocess.Popen] = None
 

@@ -31,7 +31,8 @@ from typing import Dict, Iterator, List, Set
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, require_tool, wait_for
+from tests.alertmanager_harness import AlertmanagerServer
+from tests.conftest import ROOT, require_tool
 
 try:
     import yaml
@@ -495,33 +496,12 @@ def test_inhibit_rules_name_existing_alerts(alerts: Dict[str, dict], meta_alerts
         assert not re.fullmatch(target, name), name
 
 
-class Alertmanager:
-    """A real Alertmanager on a free loopback port, clustering off."""
+class Alertmanager(AlertmanagerServer):
+    """The project's Alertmanager config as it is, and alerts posted by hand."""
 
-    def __init__(self, tmp: Path):
-        self.binary = require_tool("prometheus-alertmanager")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.tmp = tmp
-        self.proc = None
-
-    def __enter__(self) -> "Alertmanager":
-        self.log = open(self.tmp / "alertmanager.log", "wb")
-        self.proc = subprocess.Popen(
-            [self.binary, f"--config.file={ALERTMANAGER_CONFIG}", f"--storage.path={self.tmp / 'am-data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(f"{self.url}/-/ready", self.proc)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
 
     def post(self, *label_sets: Dict[str, str]) -> None:
         ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
@@ -541,8 +521,11 @@ class Alertmanager:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
-    with Alertmanager(tmp_path) as am:
+    am = Alertmanager(tmp_path, ALERTMANAGER_CONFIG).start()
+    try:
         yield am
+    finally:
+        am.stop()
 
 
 @pytest.mark.slow
