@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from collector.store import HostStore
+from contract.atomicfile import replace_file
 from contract.report import Limits, Report, ReportError, parse_report, report_to_json
 
 log = logging.getLogger(__name__)
@@ -87,30 +88,7 @@ def write(path: Path, store: HostStore, clock=time.time) -> int:
     """Write the store to `path` atomically; returns the number of hosts written."""
     entries = store.entries()
     data = encode([(e.received_at, e.report) for e in entries], clock())
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A full disk must not stay full because of our half-written file.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return len(entries)
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # not every filesystem lets a directory be fsynced
-    finally:
-        os.close(dir_fd)
+    replace_file(str(path), data)
     return len(entries)
 
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from agent.logons.events import VALUE_PATHS, Event, event_from_values, parse_event
+from contract.atomicfile import replace_file
 
 log = logging.getLogger(__name__)
 EVT_RENDER_CONTEXT_VALUES = 0  # EVT_RENDER_CONTEXT_FLAGS.EvtRenderContextValues (winevt.h)
@@ -159,19 +159,8 @@ class BookmarkStore:
         return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
 
     def save(self, bookmarks: Dict[str, str]) -> None:
-        folder = os.path.dirname(self.path) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".bookmarks-", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(bookmarks, f, sort_keys=True)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        replace_file(self.path, json.dumps(bookmarks, sort_keys=True).encode("utf-8"))
 
 
 def default_bookmark_path() -> str:

@@ -28,7 +28,7 @@ def test_round_trip_keeps_reports_and_arrival_times(tmp_path) -> None:
     for entry in restored.entries():
         assert entry.received_at == original[entry.host].received_at
         assert entry.report == original[entry.host].report
-    assert not (tmp_path / "hosts.snapshot.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["hosts.snapshot"]  # no temporary file left
 
 
 def test_truncated_snapshot_moved_aside(tmp_path, caplog) -> None:
@@ -133,5 +133,5 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError):
         snapshot.write(path, filled_store())
-    assert not (tmp_path / "s.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # the half-written temporary file removed
     assert path.read_bytes() == before

@@ -1,0 +1,48 @@
+"""Replace a file whole: readers see the old content or the new, never half of one.
+
+Written once for the agent's logon bookmarks and the collector's snapshot: a
+temporary file in the same folder (a rename does not cross filesystems),
+flushed to disk when asked, then renamed over the target; on any failure the
+temporary file is removed, so a full disk is not kept full by our own
+half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def replace_file(path: str, data: bytes, *, sync: bool = True) -> None:
+    """Write `data` to `path` atomically; with `sync`, the data and the rename reach the disk first."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if sync:
+        _sync_folder(folder)
+
+
+def _sync_folder(folder: str) -> None:
+    """Make the rename itself durable where the platform allows it (not on Windows, nor every filesystem)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
