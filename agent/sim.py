@@ -75,12 +75,26 @@ class Simulation:
             statuses=[CollectorStatus(name, True, 0.001) for name in readings],
             readings=readings, goodbye=goodbye)
 
+    def _pass_the_night(self, sim_now: float) -> None:
+        """When the clock jumps over the skipped night, the farm lives through it a report interval at a
+        time (nothing is pushed): one step of many hours would disconnect every session at once and
+        turn a night of counters into one interval's rate."""
+        last = self.farm.last
+        if self.skip is None or last is None or not last < self.skip[0] <= sim_now:
+            return
+        step = max(self.interval * self.speed, 60.0)
+        t = last + step
+        while t < sim_now:
+            self.farm.step(t)
+            t += step
+
     def _push(self, report: Report, deadline: float):
         return self._pusher(report.host).push(report_to_doc(report), deadline)
 
     def tick(self) -> Tuple[int, int]:
         """One interval: step the farm, push every reporting host (and goodbyes); returns (sent, failed)."""
         sim_now, real_now = self.sim_now(), self.clock()
+        self._pass_the_night(sim_now)
         self.farm.step(sim_now)
         jobs = []
         for h in self.farm.hosts:
@@ -96,6 +110,8 @@ class Simulation:
             elif before and not h.powered:
                 jobs.append(self.report(h, sim_now, real_now, goodbye=True))  # a clean power-down
                 self.started.pop(h.name, None)
+            elif not h.powered and self.frozen.pop(h.name, False):
+                self.started.pop(h.name, None)  # saved, then powered off: it boots afresh
         deadline = time.monotonic() + self.interval * 0.8
         results = list(self.pool.map(lambda r: self._push(r, deadline), jobs))
         sent = sum(1 for r in results if r.accepted)

@@ -129,3 +129,44 @@ def test_the_simulator_command_refuses_an_unknown_power_down_action(capsys) -> N
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "--power-down" in err and "'shutdown', 'suspend'" in err
+
+
+def test_the_skipped_night_is_lived_through_not_jumped() -> None:
+    now = [0.0]
+    farm = Farm.build(6, seed=3)
+    sim = Recorder(farm, lambda: now[0])
+    sim.skip = (MIDNIGHT + 20.5 * HOUR, MIDNIGHT + 28 * HOUR)  # 20:30 -> 04:00
+    sim.tick()  # 19:54
+    now[0] = 0.5 * HOUR
+    sim.tick()  # 20:24
+    connected = sum(1 for h in farm.hosts for s in h.sessions.values() if s.state != "disconnected")
+    assert connected > 0
+    steps = []
+    original = farm.step
+    farm.step = lambda t: (steps.append(t), original(t))[1]  # type: ignore[method-assign]
+    now[0] = 0.7 * HOUR  # 20:36 -> 04:06 the next morning
+    sim.tick()
+    assert len(steps) > 100 and steps[-1] == MIDNIGHT + 28.1 * HOUR
+    assert max(b - a for a, b in zip(steps, steps[1:])) <= 900, "a report interval at a time (15 s x 60 here)"
+    sim.pool.shutdown()
+
+
+def test_a_saved_desktop_powered_off_boots_with_a_new_agent() -> None:
+    now = [0.0]
+    farm = Farm.build(3, groups_per_site=1, sites=3, seed=3, power_down_action="suspend")
+    sim = Recorder(farm, lambda: now[0])
+    desktop = next(h for h in farm.hosts if h.pooled)
+    sim.tick()
+    started = sim.started[desktop.name]
+    now[0] = 0.2 * HOUR  # 20:06: saved
+    sim.tick()
+    desktop.power(False, farm.last)  # then turned off at the hypervisor
+    now[0] = 0.3 * HOUR
+    sim.tick()
+    desktop.power(True, farm.last)
+    desktop.suspend(False)
+    farm.power_down = (23.0, 6.0)  # keep it on for the next step
+    now[0] = 0.4 * HOUR
+    sim.tick()
+    assert sim.started[desktop.name] == now[0] != started
+    sim.pool.shutdown()
