@@ -9,7 +9,9 @@
   `Citrix-CustomerId`; the token is kept until shortly before it expires;
 - `none`: nothing (a test double, or a proxy in front that authenticates).
 
-A token or password never reaches a log line or an exception message.
+A token or password never reaches a log line or an exception message. The token
+request is bounded like a page (broker/fetch.py): its answer is read through the
+same reader, within the poll's deadline when it shares the poll's session.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import requests
 from requests.auth import AuthBase
 
 from broker.config import AuthSection, auth_library
-from broker.fetch import HEADERS, PollError, read_bounded
+from broker.fetch import HEADERS, PollError, bounded_session, read_bounded, window
 from contract.configfile import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,23 +35,41 @@ TOKEN_MARGIN_SECONDS = 60.0  # a token is renewed this long before it expires
 MAX_TOKEN_BYTES = 64 * 1024
 
 
-def build_auth(a: AuthSection, timeout: float, verify: Any = True) -> Optional[AuthBase]:
-    """The requests auth object for `a`; ConfigError when its package is missing."""
+def build_auth(a: AuthSection, timeout: float, verify: Any = True,
+               session: Optional[requests.Session] = None) -> Optional[AuthBase]:
+    """The requests auth object for `a`; ConfigError when its package is missing. Given the
+    poller's session, the Cloud token request is held to the poll's deadline."""
     if a.method == "none":
         return None
     if a.method == "citrix_cloud":
         return CitrixCloudAuth(a.token_url.replace("{customer_id}", a.customer_id), a.customer_id,
-                               a.client_id, a.client_secret, timeout=timeout, verify=verify)
+                               a.client_id, a.client_secret, timeout=timeout, verify=verify, session=session)
     module = auth_library(a.method)
     if module is None:
         raise ConfigError("[auth]", [f"method \"{a.method}\": its Python package is not installed"])
     if a.method == "ntlm":
-        return module.HttpNtlmAuth(a.username, a.password)
+        return bounded_ntlm(module)(a.username, a.password)
     if module.__name__ == "requests_negotiate_sspi":
         return module.HttpNegotiateAuth()
     if module.__name__ == "requests_gssapi":
         return module.HTTPSPNEGOAuth()
     return module.HTTPKerberosAuth()
+
+
+def bounded_ntlm(module: Any) -> type:
+    """requests-ntlm's auth, taking the server's certificate (for channel binding) from what
+    BoundedAdapter kept: the library looks for it in the socket of the 401, which the bounded
+    reader has already read to its end and closed."""
+    hash_of = getattr(getattr(module, "requests_ntlm", module), "_get_certificate_hash", None)
+
+    class BoundedNtlmAuth(module.HttpNtlmAuth):  # type: ignore[name-defined,misc]
+        def _get_server_cert(self, response: requests.Response) -> Optional[bytes]:
+            der = getattr(response, "peer_certificate", None)
+            if not self.send_cbt or der is None or hash_of is None:
+                return None
+            return hash_of(der)
+
+    return BoundedNtlmAuth
 
 
 class CitrixCloudAuth(AuthBase):
@@ -65,8 +85,9 @@ class CitrixCloudAuth(AuthBase):
         self.timeout = timeout
         self.verify = verify
         self.clock = clock
-        self.session = session or requests.Session()
+        self.session = session or bounded_session()
         self._token: Optional[str] = None
+        self._lifetime_warned = False
         self._expires = 0.0
         self._lock = threading.Lock()
 
@@ -91,16 +112,22 @@ class CitrixCloudAuth(AuthBase):
             return self._token
 
     def _fetch(self) -> "tuple[str, float]":
-        deadline = time.monotonic() + self.timeout
+        with window(self.session, self.token_url, time.monotonic() + self.timeout) as deadline:
+            return self._read_token(deadline)
+
+    def _read_token(self, deadline: float) -> "tuple[str, float]":
         try:
             resp = self.session.post(
                 self.token_url, data={"grant_type": "client_credentials", "client_id": self._client_id,
                                       "client_secret": self._client_secret},
-                headers=HEADERS, timeout=self.timeout, verify=self.verify, stream=True, allow_redirects=False)
-        except requests.Timeout:
-            raise PollError("auth", "the token request timed out") from None
-        except requests.RequestException as e:
-            raise PollError("auth", f"the token request failed: {type(e).__name__}") from None
+                headers=HEADERS, timeout=max(0.001, min(self.timeout, deadline - time.monotonic())),
+                verify=self.verify, stream=True, allow_redirects=False)
+        except PollError as e:
+            raise PollError(e.reason, f"the token request: {e}") from None
+        except requests.RequestException:
+            if time.monotonic() >= deadline:
+                raise PollError("timeout", "the token request did not finish within the deadline") from None
+            raise PollError("auth", "the token request failed: cannot reach the token endpoint") from None
         with resp:
             if resp.status_code != 200:
                 raise PollError("auth", f"the token endpoint answered HTTP {resp.status_code}")
@@ -116,9 +143,13 @@ class CitrixCloudAuth(AuthBase):
         lifetime = doc.get("expires_in", doc.get("expiresIn", 3600))
         if not isinstance(token, str) or not token or len(token) > 16384 or not token.isprintable():
             raise PollError("auth", "the token answer has no usable access_token")
-        if isinstance(lifetime, str) and lifetime.isdigit():
-            lifetime = int(lifetime)
+        if isinstance(lifetime, str) and lifetime.isascii() and lifetime.isdigit() and len(lifetime) <= 9:
+            lifetime = int(lifetime)  # not "²" nor 5000 digits: int() raises on those
         if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not 0 < lifetime <= 86400 * 7:
-            log.warning("the token answer's expires_in is unusable; renewing the token every 5 minutes")
+            if not self._lifetime_warned:  # once, not at every renewal
+                log.warning("the token answer's expires_in (%s) is unusable; renewing the token every 5 minutes",
+                            type(lifetime).__name__ if isinstance(lifetime, (str, list, dict)) else
+                            str(lifetime)[:20])
+                self._lifetime_warned = True
             lifetime = 300 + TOKEN_MARGIN_SECONDS
         return token, float(lifetime)

@@ -17,7 +17,7 @@ from broker import __version__
 from broker.auth import build_auth
 from broker.config import BrokerConfig, load_broker_config, parse_listen
 from broker.exposition import BrokerCollector
-from broker.fetch import Poller, PollError
+from broker.fetch import Poller, PollError, bounded_session
 from broker.odata import Options
 from broker.state import BrokerState
 from contract.configfile import ConfigError
@@ -88,7 +88,8 @@ def build(config: BrokerConfig) -> Tuple[Reader, BrokerState]:
     options = Options(host_name=config.broker.host_name, power_codes=o.power_state_codes,
                       registered_codes=o.registered_codes)
     verify = (o.ca_file or True) if o.verify_tls else False
-    poller = Poller(o, options, auth=build_auth(config.auth, o.timeout, verify))
+    session = bounded_session()  # one, so that the Cloud token request keeps to the poll's deadline
+    poller = Poller(o, options, auth=build_auth(config.auth, o.timeout, verify, session=session), session=session)
     state = BrokerState(hold=config.broker.hold)
     return Reader(poller, state), state
 

@@ -2,25 +2,41 @@
 
 Every byte from the controller is hostile. A page is read in chunks against a
 size cap and one deadline for the whole poll (a server that drips a byte a
-second is cut off, whatever the socket timeouts say); redirects are not
-followed; a next link must stay on the configured scheme, host and port (the
-credentials go with it) and never repeat; pages and machines are capped. Any
+second is cut off, whatever the socket timeouts say). The deadline holds for
+every byte, not only the page's: a watchdog shuts down the poll's sockets when
+it passes, so a head (or a TLS handshake) sent a byte at a time, and the reads
+that NTLM/Negotiate libraries and the Citrix Cloud token request make on their
+own, end with it too. Every answer but a streamed 200 (a 401's challenge page,
+a 302, a 500) is read by the same bounded reader before any library sees it,
+so `response.content` in an authentication library never reads more than
+`MAX_OTHER_BODY`; an answer's head is capped at `MAX_HEAD_BYTES` as it is read. No
+connection outlives its poll. Redirects are not followed; a next link must
+stay on the configured scheme, host and port (the credentials go with it) and
+never repeat; pages and machines are capped. Any
 failure fails the whole poll with one reason from `FAILURE_REASONS`, so that a
 half-read farm never replaces the last complete one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
+import socket
+import threading
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from broker.config import ODataSection
 from broker.odata import Machine, MalformedPage, Options, Problem, parse_page, shown
@@ -32,6 +48,44 @@ FAILURE_REASONS = ("connect", "timeout", "tls", "auth", "rate_limited", "http_st
 SELECT = "Id,Name,DnsName,IsInMaintenanceMode,CurrentRegistrationState,CurrentPowerState,DesktopGroupId"
 CHUNK = 64 * 1024
 HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
+# Any answer but a streamed 200 (a 401 challenge, a redirect, an error page) is read whole
+# before the caller sees it, up to this much; NTLM/Negotiate libraries then reuse the bytes.
+MAX_OTHER_BODY = 64 * 1024
+# An answer's head (status line and headers), counted as it is read. http.client's own limits
+# (100 lines of 64 KiB) let 6.5 MB through, which its parser turns into some 40 MiB.
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class HeadTooLarge(http.client.HTTPException):
+    """The answer's head is longer than MAX_HEAD_BYTES (urllib3 wraps it in a ProtocolError)."""
+
+
+class _CountedHead:
+    """The socket's file while http.client reads a head: each line counted against the cap."""
+
+    def __init__(self, fp: Any, limit: int):
+        self._fp, self._left = fp, limit
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self._fp.readline(min(limit, self._left + 1) if limit >= 0 else self._left + 1)
+        self._left -= len(line)
+        if self._left < 0:
+            raise HeadTooLarge(f"HeadTooLarge: the answer's head is longer than {MAX_HEAD_BYTES} bytes")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
+class _CappedResponse(http.client.HTTPResponse):
+    def begin(self) -> None:
+        fp = self.fp
+        self.fp = _CountedHead(fp, MAX_HEAD_BYTES)
+        try:
+            super().begin()
+        finally:
+            if self.fp is not None:
+                self.fp = fp
 
 
 class PollError(Exception):
@@ -80,6 +134,8 @@ def read_bounded(resp: requests.Response, limit: int, deadline: float, what: str
         raise PollError("malformed", f"{what} is compressed (Content-Encoding {encoding[:20]!r}), "
                                      "though identity was asked for")
     raw = resp.raw
+    if getattr(resp, "_content_consumed", False) and isinstance(getattr(resp, "_content", None), bytes):
+        return resp._content  # already read, bounded, by BoundedAdapter
     read = getattr(raw, "read1", None) or raw.read  # urllib3 >= 2 has read1
     chunks: List[bytes] = []
     size = 0
@@ -97,17 +153,173 @@ def read_bounded(resp: requests.Response, limit: int, deadline: float, what: str
     except PollError:
         raise
     except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as e:
-        raise _request_error(e) from None
+        raise _request_error(e, deadline, what) from None
     return b"".join(chunks)
 
 
-def _request_error(e: Exception) -> PollError:
+def _request_error(e: Exception, deadline: Optional[float] = None, what: str = "the answer") -> PollError:
+    if deadline is not None and time.monotonic() >= deadline:  # the watchdog shut the socket
+        return PollError("timeout", f"{what} did not arrive within the poll's deadline")
+    if "HeadTooLarge" in str(e) or "LineTooLong" in str(e) or "more than 100 headers" in str(e):
+        return PollError("too_large", f"the head of {what} is longer than the {MAX_HEAD_BYTES} bytes allowed")
+    if isinstance(e, urllib3.exceptions.ProtocolError) and "IncompleteRead" in str(e) or \
+            isinstance(e, requests.exceptions.ChunkedEncodingError):
+        return PollError("malformed", f"{what} ended before the length it announced (Content-Length or chunk)")
     if isinstance(e, (requests.Timeout, TimeoutError, urllib3.exceptions.TimeoutError)) or \
             "timed out" in str(e).lower():
         return PollError("timeout", f"no answer within the timeout ({type(e).__name__})")
     if isinstance(e, requests.exceptions.SSLError):
         return PollError("tls", "the TLS handshake or certificate check failed")
     return PollError("connect", f"cannot reach the controller ({type(e).__name__})")
+
+
+class _Watched:
+    """A urllib3 connection the adapter's watchdog can shut down, even mid-handshake."""
+
+    adapter: "BoundedAdapter"
+    _dup: Optional[socket.socket] = None
+    response_class = _CappedResponse
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # type: ignore[misc]
+        # The TLS wrap detaches `sock`: a duplicate lets the watchdog shut it during the handshake.
+        self._dup = sock.dup()
+        self.adapter._watch(self)
+        return sock
+
+    def connect(self) -> None:
+        try:
+            super().connect()  # type: ignore[misc]
+        finally:
+            dup, self._dup = self._dup, None
+            if dup is not None:
+                dup.close()
+
+    def _shut(self) -> None:
+        for s in (self._dup, getattr(self, "sock", None)):
+            if s is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    # socket.socket's, not SSLSocket's (which unwraps under a reading thread's feet)
+                    socket.socket.shutdown(s, socket.SHUT_RDWR)
+
+
+class BoundedAdapter(HTTPAdapter):
+    """requests' adapter with the reader's bounds on every request, whoever sends it.
+
+    Within `until(deadline)`, no request outlasts the deadline (a watchdog shuts the
+    sockets); every answer's head is capped; every answer but a streamed 200 is read
+    through `read_bounded` (at most `MAX_OTHER_BODY`) before send returns, so an
+    authentication library that reads `response.content` gets those bytes. When the
+    outermost window closes, the pool is emptied: no connection outlives a poll.
+    """
+
+    def __init__(self, other_body_limit: int = MAX_OTHER_BODY):
+        self.other_body_limit = other_body_limit
+        self.deadline: Optional[float] = None
+        self.expired = False
+        self._conns: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        super().__init__(max_retries=0)
+
+    def _classes(self) -> Dict[str, type]:
+        attrs = {"adapter": self}
+        conn = type("WatchedHTTPConnection", (_Watched, HTTPConnection), attrs)
+        tls = type("WatchedHTTPSConnection", (_Watched, HTTPSConnection), attrs)
+        return {"http": type("WatchedPool", (HTTPConnectionPool,), {"ConnectionCls": conn}),
+                "https": type("WatchedTLSPool", (HTTPSConnectionPool,), {"ConnectionCls": tls})}
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._classes()
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if proxy.lower().startswith("http"):
+            manager.pool_classes_by_scheme = self._classes()
+        return manager
+
+    def _watch(self, conn: Any) -> None:
+        with self._lock:
+            self._conns.add(conn)
+            expired = self.expired
+        if expired:
+            conn._shut()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            conns = list(self._conns)
+        for conn in conns:
+            conn._shut()
+
+    @contextlib.contextmanager
+    def until(self, deadline: float) -> Iterator[float]:
+        """Bound every request until the window closes by `deadline`; yields the deadline in
+        force (an enclosing window's, when earlier: the token request inside a poll)."""
+        if self.deadline is not None:
+            yield min(deadline, self.deadline)
+            return
+        self.deadline, self.expired = deadline, False
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield deadline
+        finally:
+            timer.cancel()
+            self.poolmanager.clear()
+            with self._lock:
+                self.deadline, self.expired = None, False
+                self._conns = weakref.WeakSet()
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+        deadline = self.deadline
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PollError("timeout", "the poll's deadline passed before this request")
+            timeout = _capped(timeout, remaining)
+        resp = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+        if not stream or resp.status_code != 200:
+            # Reading to the end closes the socket's file; an NTLM library binds its answer to the
+            # server's certificate (channel binding), so keep that first (broker.auth reads it).
+            sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                resp.peer_certificate = sock.getpeercert(True) if hasattr(sock, "getpeercert") else None
+            what = f"the HTTP {resp.status_code} answer"
+            body = read_bounded(resp, self.other_body_limit, deadline or time.monotonic() + _seconds(timeout), what)
+            resp._content, resp._content_consumed = body, True
+        return resp
+
+
+def _capped(timeout: Any, remaining: float) -> Any:
+    if isinstance(timeout, tuple):
+        return tuple(remaining if t is None else min(t, remaining) for t in timeout)
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+def _seconds(timeout: Any) -> float:
+    if isinstance(timeout, tuple):
+        timeout = timeout[-1]
+    return 30.0 if timeout is None else float(timeout)
+
+
+def bounded_session() -> requests.Session:
+    """A session whose every http(s) request goes through a `BoundedAdapter`."""
+    session = requests.Session()
+    adapter = BoundedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def window(session: requests.Session, url: str, deadline: float) -> "contextlib.AbstractContextManager[float]":
+    """The bounded window of `session`'s adapter for `url` (just the deadline for another adapter)."""
+    adapter = session.get_adapter(url)
+    if isinstance(adapter, BoundedAdapter):
+        return adapter.until(deadline)
+    return contextlib.nullcontext(deadline)
 
 
 def _origin(parts: SplitResult) -> Tuple[str, str, int]:
@@ -128,13 +340,18 @@ class Poller:
         self.o = o
         self.options = options
         self.auth = auth
-        self.session = session or requests.Session()
+        self.session = session or bounded_session()
         self.monotonic = monotonic
         self.origin = _origin(urlsplit(o.url))
         self.verify: Any = (o.ca_file or True) if o.verify_tls else False
 
     def poll(self) -> PollResult:
         deadline = self.monotonic() + self.o.poll_timeout
+        # The watchdog runs on time.monotonic, whatever clock the poller was given.
+        with window(self.session, self.o.url, time.monotonic() + self.o.poll_timeout):
+            return self._poll(deadline)
+
+    def _poll(self, deadline: float) -> PollResult:
         result = PollResult()
         url: Optional[str] = first_url(self.o)
         seen: Set[str] = set()
@@ -191,7 +408,12 @@ class Poller:
         except PollError:
             raise
         except requests.RequestException as e:
-            raise _request_error(e) from None
+            raise _request_error(e, deadline, "the page") from None
+        except Exception as e:  # noqa: BLE001 - an authentication library's own error, named by type only
+            if time.monotonic() >= deadline:
+                raise PollError("timeout", "the page did not arrive within the poll's deadline") from None
+            raise PollError("auth", f"the authentication library failed on the controller's answer "
+                                    f"({type(e).__module__.split('.')[0]}: {type(e).__name__})") from None
         with resp:
             if resp.status_code in (401, 403):
                 forget = getattr(self.auth, "forget", None)

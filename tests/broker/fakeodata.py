@@ -1,8 +1,10 @@
 """A fake Monitor Service on 127.0.0.1: documented-shape pages (tests/fixtures/broker/),
-server-driven paging with @odata.nextLink, and the hostile answers a test asks for."""
+server-driven paging with @odata.nextLink, NTLM and a stand-in Negotiate, a Citrix Cloud
+token endpoint (POST), and the hostile answers a test asks for."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -26,6 +28,7 @@ class FakeOData:
         self.requests: List[Dict[str, Any]] = []
         self.behaviour: Callable[[BaseHTTPRequestHandler], None] = self.paged
         self.token_requests: List[bytes] = []
+        self.token_behaviour: Callable[[BaseHTTPRequestHandler], None] = self.token
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,7 +47,10 @@ class FakeOData:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", "0"))
                 fake.token_requests.append(self.rfile.read(length))
-                fake.send_json(self, {"access_token": "tok-123", "token_type": "bearer", "expires_in": 3600})
+                try:
+                    fake.token_behaviour(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -82,6 +88,9 @@ class FakeOData:
 
     def send_json(self, handler: BaseHTTPRequestHandler, doc: Any, status: int = 200) -> None:
         self.send(handler, status, json.dumps(doc).encode())
+
+    def token(self, handler: BaseHTTPRequestHandler, expires_in: Any = 3600) -> None:
+        self.send_json(handler, {"access_token": "tok-123", "token_type": "bearer", "expires_in": expires_in})
 
     def paged(self, handler: BaseHTTPRequestHandler) -> None:
         """Page 1, whose next link (absolute, as OData v4 writes it) leads to page 2."""
@@ -146,4 +155,100 @@ class FakeOData:
             handler.wfile.write(b'{"value": ["')
             for _ in range(100000):
                 handler.wfile.write(b"x" * chunk)
+        return answer
+
+    # --- hostile answers of any status, for the authentication legs -----------
+
+    @staticmethod
+    def head(handler: BaseHTTPRequestHandler, status: int, headers: Dict[str, str], length: Optional[int] = None,
+             close: bool = False) -> None:
+        handler.send_response(status)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        if length is not None:
+            handler.send_header("Content-Length", str(length))
+        if close:
+            handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.flush()
+
+    def endless_answer(self, status: int, headers: Dict[str, str],
+                       total: int = 64 * 1024 * 1024) -> Callable[[BaseHTTPRequestHandler], None]:
+        """`total` bytes (64 MiB: "endless" for a reader capped far below) without Content-Length."""
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            self.head(handler, status, headers, close=True)
+            block = b"x" * 65536
+            for _ in range(total // len(block)):
+                handler.wfile.write(block)
+        return answer
+
+    def drip_answer(self, status: int, headers: Dict[str, str], seconds_per_byte: float = 0.5,
+                    total: int = 100) -> Callable[[BaseHTTPRequestHandler], None]:
+        """A body announced at `total` bytes, sent a byte every `seconds_per_byte`."""
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            self.head(handler, status, headers, length=total)
+            for _ in range(total):
+                handler.wfile.write(b"x")
+                handler.wfile.flush()
+                time.sleep(seconds_per_byte)
+        return answer
+
+    @staticmethod
+    def drip_head(status: int = 401, seconds_per_byte: float = 0.5) -> Callable[[BaseHTTPRequestHandler], None]:
+        """The status line, then a header sent a byte every `seconds_per_byte`, never finished."""
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            handler.wfile.write(b"HTTP/1.1 %d Nope\r\n" % status)
+            for _ in range(1000):
+                handler.wfile.write(b"X")
+                handler.wfile.flush()
+                time.sleep(seconds_per_byte)
+        return answer
+
+    @staticmethod
+    def big_headers(status: int, name: str, size: int, count: int = 1) -> Callable[[BaseHTTPRequestHandler], None]:
+        """`count` headers `name` of `size` bytes each (built now, so that a test measuring the
+        reader's memory does not count the server's)."""
+        line = b"%s: NTLM %s\r\n" % (name.encode(), b"A" * size)
+        head = b"HTTP/1.1 %d No\r\n%sContent-Length: 0\r\n\r\n" % (status, line * count)
+
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            handler.wfile.write(head)
+        return answer
+
+    def ntlm(self, leg1: Optional[Callable[[BaseHTTPRequestHandler], None]] = None,
+             leg2: Optional[Callable[[BaseHTTPRequestHandler], None]] = None,
+             then: Optional[Callable[[BaseHTTPRequestHandler], None]] = None
+             ) -> Callable[[BaseHTTPRequestHandler], None]:
+        """NTLM as IIS speaks it, one handshake per connection (pyspnego's server; the test sets
+        NTLM_USER_FILE): `leg1` answers the request without credentials, `leg2` the negotiate
+        message (instead of the challenge), `then` the authenticated request (default: paged)."""
+        import spnego
+
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            auth = handler.headers.get("Authorization", "")
+            if not auth.startswith("NTLM "):
+                (leg1 or (lambda h: self.send(h, 401, b"", headers={"WWW-Authenticate": "NTLM"})))(handler)
+                return
+            message = base64.b64decode(auth[5:])
+            server = getattr(handler, "ntlm_server", None)
+            if server is None:
+                if leg2 is not None:
+                    leg2(handler)
+                    return
+                server = handler.ntlm_server = spnego.server(protocol="ntlm")  # type: ignore[attr-defined]
+                challenge = base64.b64encode(server.step(message)).decode()
+                self.send(handler, 401, b"", headers={"WWW-Authenticate": f"NTLM {challenge}"})
+                return
+            server.step(message)
+            handler.ntlm_server = None  # type: ignore[attr-defined]
+            (then or self.paged)(handler)
+        return answer
+
+    def negotiate(self, leg1: Callable[[BaseHTTPRequestHandler], None]) -> Callable[[BaseHTTPRequestHandler], None]:
+        """A stand-in for Negotiate: `leg1` without credentials, the pages with any."""
+        def answer(handler: BaseHTTPRequestHandler) -> None:
+            if handler.headers.get("Authorization", "").startswith("Negotiate "):
+                self.paged(handler)
+            else:
+                leg1(handler)
         return answer

@@ -74,10 +74,9 @@ def test_url_is_required(tmp_path) -> None:
 
 @pytest.mark.parametrize("method, package", [("ntlm", "requests-ntlm"),
                                              ("negotiate", "requests-negotiate-sspi or requests-gssapi")])
-def test_a_missing_auth_package_is_a_config_error_naming_it(tmp_path, method, package) -> None:
+def test_a_missing_auth_package_is_a_config_error_naming_it(tmp_path, monkeypatch, method, package) -> None:
     for name in ("requests_ntlm", "requests_negotiate_sspi", "requests_gssapi", "requests_kerberos"):
-        if name in sys.modules:
-            pytest.skip(f"{name} is installed here")
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed (requests-ntlm is, for the tests)
     out = problems(tmp_path, f"""
 [odata]
 url = "http://ddc01.example/Citrix/Monitor/OData/v4/Data"
@@ -129,10 +128,14 @@ def test_auth_objects_by_method(monkeypatch) -> None:
     assert isinstance(cloud, CitrixCloudAuth)
     assert cloud.token_url == "https://api-us.cloud.com/cctrustoauth2/acme/tokens/clients"
     fake = types.ModuleType("requests_ntlm")
-    fake.HttpNtlmAuth = lambda user, password: ("ntlm", user, password)
+
+    class HttpNtlmAuth:
+        def __init__(self, user: str, password: str) -> None:
+            self.args = ("ntlm", user, password)
+    fake.HttpNtlmAuth = HttpNtlmAuth
     monkeypatch.setitem(sys.modules, "requests_ntlm", fake)
     ntlm = build_auth(AuthSection(method="ntlm", username="CORP\\svc", password="pw"), 5.0)
-    assert ntlm == ("ntlm", "CORP\\svc", "pw")
+    assert isinstance(ntlm, HttpNtlmAuth) and ntlm.args == ("ntlm", "CORP\\svc", "pw")
 
 
 def test_citrix_cloud_sends_its_bearer_token_to_the_odata_url_only_over_https(tmp_path) -> None:
