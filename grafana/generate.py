@@ -12,7 +12,7 @@ and every per-host query goes through one helper, `per_host`, so the replica
 deduplication is the same everywhere. Queries use the metric contract
 (docs/metrics.md), Prometheus' own `up`, `ALERTS` and
 `scrape_duration_seconds`, and, where a panel must show exactly what an alert
-computes (capacity used), the recording rule the alert reads: those panels
+computes (capacity used, free slots), the recording rules the alerts read: those panels
 need the project's rules loaded in Prometheus.
 
 Replica deduplication. A host that failed over from one collector replica to
@@ -384,16 +384,10 @@ CAPACITY_RULE = 'delivery_group:vdi_capacity_used:ratio{delivery_group=~"$delive
 CAPACITY_STEPS = ((None, "transparent"), (0.85, "orange"), (0.95, "red"))  # VdiDeliveryGroupCapacityHigh, ...Critical
 
 
-def free_slots() -> str:
-    """Free session slots per delivery group as the capacity alerts count them: the slots of the ratio's
-    denominator (open hosts, plus the powered-off ones power management can start) times the share not used,
-    rounded to a whole slot; 0 for a group whose hosts report capacity but none is open. Read from the capacity
-    recording rules only; a rule of its own (see docs/dashboards.md) would make this one selector."""
-    m = ('delivery_group=~"$delivery_group"',)
-    slots = sel("delivery_group:vdi_host_max_sessions:sum", *m)
-    powered_off = sel("delivery_group:vdi_host_max_sessions_powered_off:sum", *m)
-    return (f"round(({slots} + ({powered_off} or 0 * {slots})) * (1 - {CAPACITY_RULE})) "
-            f"or 0 * {slots}")
+# Free session slots per delivery group (each open host's maximum minus its sessions, never below 0, plus the
+# slots of powered-off desktops power management can start; 0 when none is open): one recording rule, read by the
+# wall and the delivery-group dashboard, so the two cannot disagree.
+FREE_SLOTS_RULE = "delivery_group:vdi_session_slots_free:sum"
 
 
 # The alert list: what Prometheus has firing now, pages first, then tickets, then any other severity; the
@@ -509,12 +503,14 @@ def wall() -> Dict[str, Any]:
         "Capacity used per delivery group",
         "Per delivery group: Used, the share of the open session slots in use, the recording rule "
         "delivery_group:vdi_capacity_used:ratio the capacity alerts read, with their colours: orange from 85 % "
-        "(ticket), red from 95 % (page), neutral below. Free: the session slots free now as those alerts count "
-        "them (the open hosts' vdi_host_max_sessions, plus the slots of powered-off desktops power management "
-        "can start, minus the sessions on them); a count, neutral, red at 0 (the next user gets no desktop). "
+        "(ticket), red from 95 % (page), neutral below. Free: the session slots free now, the recording rule "
+        "delivery_group:vdi_session_slots_free:sum (on each open host its vdi_host_max_sessions minus its "
+        "sessions, never below 0, plus the slots of powered-off desktops power management can start), as on the "
+        "delivery-group dashboard; a count, neutral, red at 0 (the next user gets no desktop). "
         "A group with hosts that report capacity but none open shows Free 0 and no Used. Click a group for its "
         "dashboard.",
-        [target(CAPACITY_RULE, table=True), target(free_slots(), table=True)],
+        [target(CAPACITY_RULE, table=True),
+         target(sel(FREE_SLOTS_RULE, 'delivery_group=~"$delivery_group"'), table=True)],
         columns=["delivery_group", "Value #A", "Value #B"],
         rename={"delivery_group": "Delivery group", "Value #A": "Used", "Value #B": "Free slots"},
         merge=True, sort="Delivery group", big=True,
@@ -823,15 +819,15 @@ def group() -> Dict[str, Any]:
     """One delivery group as on-call sees it when an alert names it: everything from the recording rules."""
     g = Grid()
     open_hosts_now = f"count({rule('host:vdi_host_accepting_sessions:healthy')} == 1) or vector(0)"
-    free = (f"sum(clamp_min({rule('host:vdi_host_max_sessions:max')} - on (host, site, delivery_group) "
-            f"sum without (state) ({rule('host:vdi_sessions:sum')}), 0) * on (host, site, delivery_group) "
-            f"{rule('host:vdi_host_accepting_sessions:healthy')}) or vector(0)")
+    free = f"sum({rule(FREE_SLOTS_RULE, GROUP[1:])}) or vector(0)"  # a group spans sites: no site filter
     g.add(5,
           (4, stat("Open hosts", "Hosts of the group open for logons now: reporting, accepting, not in maintenance.",
                    [target(open_hosts_now, "open", instant=True)], big=True, decimals=0,
                    steps=thresholds((None, "red"), (1, "blue")))),
-          (4, stat("Free slots", "Session slots free on the open hosts: their vdi_host_max_sessions minus their "
-                   "sessions. Red at 0: the next user gets no desktop.",
+          (4, stat("Free slots", "Session slots free for the next users, the number the wall shows "
+                   "(delivery_group:vdi_session_slots_free:sum): on each open host its vdi_host_max_sessions minus "
+                   "its sessions, never below 0, plus the slots of powered-off desktops power management can start "
+                   "(vdiwatch-broker). All sites of the group. Red at 0: the next user gets no desktop.",
                    [target(free, "free", instant=True)], big=True, decimals=0,
                    steps=thresholds((None, "red"), (1, "blue")))),
           (4, stat("Capacity used", "delivery_group:vdi_capacity_used:ratio, as the capacity alerts read it. Orange "

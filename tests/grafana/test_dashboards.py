@@ -412,13 +412,14 @@ def test_capacity_panels_read_the_rule_the_capacity_alerts_read() -> None:
     for name, title in (("wall.json", "Capacity used per delivery group"), ("capacity.json", "Capacity used")):
         (p,) = [p for p in dashboards()[name]["panels"] if p["title"] == title]
         assert p["targets"][0]["expr"] == 'delivery_group:vdi_capacity_used:ratio{delivery_group=~"$delivery_group"}'
-    # the wall's free slots: read from the capacity rules alone, so they count what those alerts count
+    # the free slots: one recording rule, read by the wall and the delivery-group dashboard alike
+    assert "delivery_group:vdi_session_slots_free:sum" in recorded()
     (wall,) = [p for p in dashboards()["wall.json"]["panels"] if p["title"] == "Capacity used per delivery group"]
     assert len(wall["targets"]) == 2
-    free = wall["targets"][1]["expr"]
-    assert metric_names(free) == {"delivery_group:vdi_host_max_sessions:sum",
-                                  "delivery_group:vdi_host_max_sessions_powered_off:sum",
-                                  "delivery_group:vdi_capacity_used:ratio"} and metric_names(free) <= recorded()
+    assert wall["targets"][1]["expr"] == 'delivery_group:vdi_session_slots_free:sum{delivery_group=~"$delivery_group"}'
+    (group,) = [p for p in dashboards()["group.json"]["panels"] if p["title"] == "Free slots"]
+    assert [t["expr"] for t in group["targets"]] == [
+        'sum(delivery_group:vdi_session_slots_free:sum{delivery_group="$delivery_group"}) or vector(0)']
 
 
 def test_wall_alert_list_mirrors_firing_alerts_pages_first() -> None:
