@@ -394,17 +394,27 @@ FREE_SLOTS_RULE = "delivery_group:vdi_session_slots_free:sum"
 # Watchdog (always firing, severity none) and everything of severity none are left out.
 ALERT_ORDER = ('severity="page"', 'severity="ticket"', 'severity!~"page|ticket|none"')
 ALERT_SEVERITIES = (("page", "PAGE", "red"), ("ticket", "TICKET", "orange"), ("ok", "OK", "green"))
-ALERT_COLUMNS = ("severity", "alertname", "host", "delivery_group", "site")
+ALERT_COLUMNS = ("severity", "alertname", "where", "site")
+# The place an alert names, most precise last: each label_replace below overwrites `where` when its label is set,
+# so `where` is the host, else the collector's instance (a collector alert has no host), else the delivery group,
+# else the site.
+WHERE_LABELS = ("site", "delivery_group", "instance", "host")
+
+
+def where(expr: str) -> str:
+    """`expr` with a `where` label: the most precise place it names (WHERE_LABELS). "(.+)" does not match an
+    empty or missing label, which leaves the series as it was. Grafana leaves "$1" alone: it is no variable."""
+    for label in WHERE_LABELS:
+        expr = f'label_replace({expr}, "where", "$1", "{label}", "(.+)")'
+    return expr
 
 
 def firing_alerts(severity: str) -> str:
     """Seconds since each firing alert of `severity` went active (ALERTS_FOR_STATE holds when it went
-    pending), one row per alert name and place (the oldest instance), oldest first. A collector's alert has an
-    `instance` and no `host`: label_join puts it in the host column (the two are never both set). No
-    label_replace with "$1": Grafana would leave it alone, but the truth test's strict variable check would not."""
+    pending), one row per alert name and place (the oldest instance), oldest first."""
     since = (f'time() - (ALERTS_FOR_STATE{{{severity}, alertname!="Watchdog"}} '
              f'and ignoring (alertstate) ALERTS{{alertstate="firing"}})')
-    return f'sort_desc(max by ({", ".join(ALERT_COLUMNS)}) (label_join({since}, "host", "", "host", "instance")))'
+    return f'sort_desc(max by ({", ".join(ALERT_COLUMNS)}) ({where(since)}))'
 
 
 def alert_list() -> str:
@@ -483,15 +493,15 @@ def wall() -> Dict[str, Any]:
         "Firing alerts",
         "The alerts firing in Prometheus now, as the rules see them: pages (red) first, then tickets (amber), "
         "then any other severity; within each, the one active longest first. Left out: pending alerts (their "
-        "for: has not passed), the always-firing Watchdog and everything of severity none. Host (for a collector "
-        "alert its instance), delivery group and site: those the alert names. Since: how long the alert has been "
-        "active, from when its condition began (ALERTS_FOR_STATE). One row per alert and place: two full disks "
+        "for: has not passed), the always-firing Watchdog and everything of severity none. Where: the most precise "
+        "place the alert names: its host, else the collector instance, else its delivery group, else its site. "
+        "Site: the alert's site, to send someone there (empty for a collector alert). Since: how long the alert "
+        "has been active, from when its condition began (ALERTS_FOR_STATE). One row per alert and place: two full disks "
         "of one host are one row. All of vdiwatch, not filtered by site or group. Silences and inhibitions live "
         "in Alertmanager, which Prometheus' ALERTS does not know: a silenced or inhibited alert is still listed "
         "here, though nobody was paged for it. When nothing fires, one row says so.",
         [target(alert_list(), table=True)], columns=[*ALERT_COLUMNS, "Value"],
-        rename={"severity": "Severity", "alertname": "Alert", "host": "Host", "delivery_group": "Delivery group",
-                "site": "Site", "Value": "Since"},
+        rename={"severity": "Severity", "alertname": "Alert", "where": "Where", "site": "Site", "Value": "Since"},
         big=True,
         overrides=[by_name("Severity", ("mappings", value_mappings(*ALERT_SEVERITIES)),
                            ("custom.cellOptions", {"type": "color-background", "mode": "basic"}),

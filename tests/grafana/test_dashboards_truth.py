@@ -92,17 +92,28 @@ GRAFANA_INTERVALS = {"__rate_interval": "10s", "__interval": "5s", "__range": "1
 REWRITES = ((r"offset 1d\b", "offset 5s"), (r"offset 7d\b", "offset 5s"), (r"\[1d:", "[1m:"), (r":5m\]", ":5s]"))
 
 
+# Grafana's variable syntax: $name, ${name}, ${name:format}, [[name]], [[name:format]]. A name that starts with a
+# digit is no variable: "$1" in label_replace is a regex reference, and Grafana, finding no variable "1", leaves
+# it as it is (so does this function). Formats are refused: the dashboards' queries use none.
+VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)(?::(\w+))?\]\]|\$(\w+)")
+
+
 def substitute(expr: str, variables: Dict[str, str]) -> str:
-    """Grafana's variable interpolation for one query, plus the documented rewrites."""
+    """Grafana's variable interpolation for one query, plus the documented rewrites. An unknown variable is an
+    error: a query that Grafana would send with "$sitee" in it must fail here."""
     values = {**GRAFANA_INTERVALS, **variables}
 
     def one(m: re.Match) -> str:
-        name = m.group(1) or m.group(2)
+        name = m.group(1) or m.group(3) or m.group(5)
+        if name[0].isdigit():
+            return m.group(0)
+        if m.group(2) or m.group(4):
+            raise ValueError(f"variable format in {m.group(0)} not supported by this test: {expr}")
         if name not in values:
             raise KeyError(f"unknown variable ${name} in {expr}")
         return values[name]
 
-    out = re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
+    out = VARIABLE.sub(one, expr)
     for pattern, replacement in REWRITES:
         out = re.sub(pattern, replacement, out)
     return out
@@ -309,6 +320,22 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 # ---------------------------------------------------------------------------
 # Phase 1: the farm running
 # ---------------------------------------------------------------------------
+
+
+def test_substitute_fills_in_variables_and_leaves_regex_references_alone() -> None:
+    """Literal input, no Prometheus: Grafana's three variable syntaxes are filled in, "$1" and "${1}" of a
+    label_replace stay (Grafana has no variable "1"), and an unknown variable or a format is an error."""
+    expr = ('label_replace(rate(x{site=~"$site", group=~"${delivery_group}", host="[[host]]"}[$__rate_interval]), '
+            '"where", "$1", "host", "(.+)") or label_replace(y offset 7d, "a", "${1}-$2", "b", "(.)(.)")')
+    assert substitute(expr, {"site": ".*", "delivery_group": "Office", "host": "vda-01"}) == (
+        'label_replace(rate(x{site=~".*", group=~"Office", host="vda-01"}[10s]), '
+        '"where", "$1", "host", "(.+)") or label_replace(y offset 5s, "a", "${1}-$2", "b", "(.)(.)")')
+    with pytest.raises(KeyError, match=r"\$sitee"):
+        substitute('x{site=~"$sitee"}', {"site": ".*"})
+    with pytest.raises(KeyError, match=r"\$host"):
+        substitute('x{host="[[host]]"}', {})
+    with pytest.raises(ValueError, match="format"):
+        substitute('x{site=~"${site:regex}"}', {"site": ".*"})
 
 
 def test_every_query_of_every_panel_returns_data(env: Env) -> None:
