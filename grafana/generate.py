@@ -11,8 +11,9 @@ Why a generator: the layout is computed row by row, so panels never overlap,
 and every per-host query goes through one helper, `per_host`, so the replica
 deduplication is the same everywhere. Queries use the metric contract
 (docs/metrics.md), Prometheus' own `up`, `ALERTS` and
-`scrape_duration_seconds`, and, where a panel must show exactly what an alert
-computes (capacity used, free slots), the recording rules the alerts read: those panels
+`scrape_duration_seconds`, and the project's recording rules: the wall reads
+nothing else, and where a panel must show exactly what an alert computes
+(capacity used, free slots) it reads the rule the alerts read. Those panels
 need the project's rules loaded in Prometheus.
 
 Replica deduplication. A host that failed over from one collector replica to
@@ -84,11 +85,6 @@ def rate(metric: str, m: Sequence[str], window: str, *labels: str, extra: Sequen
     return per_host(f"{fn}({sel(metric, *m, *extra)}[{window}])", *labels, counter=True)
 
 
-def reporting(m: Sequence[str], offset: str = "") -> str:
-    """Hosts whose agent reports now (vdi_agent_up 1; maintenance hosts included)."""
-    return f"({gauge('vdi_agent_up', m, offset=offset)} == 1)"
-
-
 def is_(label: str, value: str) -> str:
     """A matcher `label="value"` (f-string expressions may not hold backslashes before Python 3.12)."""
     return f'{label}="{value}"'
@@ -105,18 +101,6 @@ def host_sessions(m: Sequence[str], *labels: str, extra: Sequence[str] = (), off
     """Sessions per host (and per `labels` of state/protocol), summed over the other labels."""
     by = ", ".join(HOST_LABELS + labels)
     return f"sum by ({by}) ({gauge('vdi_sessions', m, 'state', 'protocol', extra=extra, offset=offset)})"
-
-
-def live_sessions(m: Sequence[str], *labels: str, extra: Sequence[str] = (), offset: str = "") -> str:
-    """Sessions on hosts that report now: a silent host's last numbers are history, not sessions."""
-    return f"({host_sessions(m, *labels, extra=extra, offset=offset)} and on (host) {reporting(m, offset)})"
-
-
-def cpu_busy(m: Sequence[str], window: str) -> str:
-    """Busy share of all CPUs per host (0-1): everything but idle and iowait."""
-    idle = rate("vdi_host_cpu_seconds_total", m, window, "mode", extra=['mode=~"idle|iowait"'])
-    total = rate("vdi_host_cpu_seconds_total", m, window, "mode")
-    return f"(1 - sum by (host, site, delivery_group) ({idle}) / sum by (host, site, delivery_group) ({total}))"
 
 
 def fresh(metric: str, m: Sequence[str], window: str, extra: Sequence[str] = (), fn: str = "rate") -> str:
@@ -360,21 +344,33 @@ WALL = ('site=~"$site"', 'delivery_group=~"$delivery_group"')
 
 STATE_COLORS = {"active": "green", "disconnected": "purple", "idle": "yellow"}
 
-FILESYSTEM_FREE = f"{sel('vdi_host_filesystem_avail_bytes', *WALL)} / {sel('vdi_host_filesystem_size_bytes', *WALL)}"
+# The wall reads recording rules and Prometheus' own series only (tests/grafana/test_dashboards.py checks it):
+# the numbers the alerts read, each host's freshest copy, and cheap queries for a page refreshed every 30 s.
+UP = sel("host:vdi_agent_up:max", *WALL)
+REPORTING = f"({UP} == 1)"  # hosts whose agent reports now, maintenance included
+
+
+def wall_sessions(*matchers: str, offset: str = "") -> str:
+    """Sessions per site, group and state on the hosts that report now (a silent host's last numbers are
+    history, not sessions): the recording rule site_delivery_group:vdi_sessions:sum."""
+    return sel("site_delivery_group:vdi_sessions:sum", *WALL, *matchers, offset=offset)
+
+
+def wall_rule(name: str, condition: str) -> str:
+    """A per-host recording rule's hosts that meet `condition` and report now."""
+    return f"{sel(name, *WALL)} {condition} and on (host) {REPORTING}"
+
 
 # The problem hosts of the wall table: (label, colour, condition per host). A host that is silent
 # shows only as silent (its readings are no longer served). Maintenance is planned work, not a problem.
 PROBLEMS: Tuple[Tuple[str, str, str], ...] = (
-    ("agent silent", "red", f"{gauge('vdi_agent_up', WALL)} == 0"),
+    ("agent silent", "red", f"{UP} == 0"),
     ("not accepting logons", "orange",
-     f"{gauge('vdi_host_accepting_sessions', WALL)} == 0 and on (host) {gauge('vdi_host_maintenance', WALL)} == 0"
-     f" and on (host) {reporting(WALL)}"),
-    ("CPU over 90 %", "orange", f"{cpu_busy(WALL, '5m')} > 0.9 and on (host) {reporting(WALL)}"),
-    ("memory under 10 %", "orange",
-     f"{per_host(sel('vdi_host_memory_available_bytes', *WALL) + ' / ' + sel('vdi_host_memory_total_bytes', *WALL))}"
-     f" < 0.1 and on (host) {reporting(WALL)}"),
-    ("disk under 5 %", "red",
-     f"{per_host(FILESYSTEM_FREE, 'mountpoint', 'fstype')} < 0.05 and on (host) {reporting(WALL)}"),
+     f"{sel('host:vdi_host_accepting_sessions:max', *WALL)} == 0 and on (host) "
+     f"{wall_rule('host:vdi_host_maintenance:max', '== 0')}"),
+    ("CPU over 90 %", "orange", wall_rule("host:vdi_host_cpu_utilization:ratio_rate5m", "> 0.9")),
+    ("memory under 10 %", "orange", wall_rule("host:vdi_host_memory_available:ratio", "< 0.1")),
+    ("disk under 5 %", "red", wall_rule("host:vdi_host_filesystem_avail:ratio", "< 0.05")),
 )
 
 
@@ -467,19 +463,18 @@ def wall() -> Dict[str, Any]:
     for state in ("active", "disconnected", "idle"):
         stats.append(stat(
             f"Sessions {state}", f"Sessions in state {state} on the hosts that report now, all protocols.",
-            [target(f"sum({live_sessions(WALL, extra=[is_('state', state)])})", state, instant=True)],
+            [target(f"sum({wall_sessions(is_('state', state))})", state, instant=True)],
             big=True, steps=fixed("blue"), decimals=0))  # a count, not a status: neutral
     stats.append(stat(
         "Hosts up / total",
         "up: hosts whose agent reports (maintenance included). total: every host that should report, i.e. "
         "all known hosts except those that shut down cleanly (powered-down pool desktops).",
-        [target(f"sum({gauge('vdi_agent_up', WALL)})", "up", instant=True),
-         target(f"count({gauge('vdi_agent_up', WALL)})", "total", instant=True)],
+        [target(f"sum({UP})", "up", instant=True), target(f"count({UP})", "total", instant=True)],
         big=True, text_mode="value_and_name", steps=fixed("blue"), decimals=0))
     stats.append(stat(
         "Stale agents", "Hosts whose agent missed 3 of its intervals without saying goodbye. Red above 0; "
         "the table below names them.",
-        [target(f"count({gauge('vdi_agent_up', WALL)} == 0) or vector(0)", "stale", instant=True)],
+        [target(f"count({UP} == 0) or vector(0)", "stale", instant=True)],
         big=True, steps=thresholds((None, "green"), (1, "red")), decimals=0))
     stats.append(stat(
         "Paging alerts", "Alerts of severity page firing now in Prometheus, all of vdiwatch (not filtered by "
@@ -496,10 +491,10 @@ def wall() -> Dict[str, Any]:
         "for: has not passed), the always-firing Watchdog and everything of severity none. Where: the most precise "
         "place the alert names: its host, else the collector instance, else its delivery group, else its site. "
         "Site: the alert's site, to send someone there (empty for a collector alert). Since: how long the alert "
-        "has been active, from when its condition began (ALERTS_FOR_STATE). One row per alert and place: two full disks "
-        "of one host are one row. All of vdiwatch, not filtered by site or group. Silences and inhibitions live "
-        "in Alertmanager, which Prometheus' ALERTS does not know: a silenced or inhibited alert is still listed "
-        "here, though nobody was paged for it. When nothing fires, one row says so.",
+        "has been active, from when its condition began (ALERTS_FOR_STATE). One row per alert and place: two "
+        "full disks of one host are one row. All of vdiwatch, not filtered by site or group. Silences and "
+        "inhibitions live in Alertmanager, which Prometheus' ALERTS does not know: a silenced or inhibited alert "
+        "is still listed here, though nobody was paged for it. When nothing fires, one row says so.",
         [target(alert_list(), table=True)], columns=[*ALERT_COLUMNS, "Value"],
         rename={"severity": "Severity", "alertname": "Alert", "where": "Where", "site": "Site", "Value": "Since"},
         big=True,
@@ -544,8 +539,8 @@ def wall() -> Dict[str, Any]:
         "Sessions by state, today and a week ago",
         "Sessions on the hosts that report, by state; dashed: the same time on the same weekday a week ago "
         "(offset 7d), so a Monday is compared with a Monday, not a Sunday.",
-        [target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states])})", "{{state}}"),
-         target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states], offset='7d')})",
+        [target(f"sum by (state) ({wall_sessions(states)})", "{{state}}"),
+         target(f"sum by (state) ({wall_sessions(states, offset='7d')})",
                 "{{state}} last week")],
         width=4, decimals=0, overrides=overrides)
     problems = " or ".join(labelled(f"({cond})", "problem", name) for name, _, cond in PROBLEMS)

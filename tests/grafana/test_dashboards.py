@@ -435,6 +435,24 @@ def test_wall_alert_list_mirrors_firing_alerts_pages_first() -> None:
     assert p["gridPos"]["w"] >= 12 and p["gridPos"]["h"] >= 8, "as many rows as fit"
 
 
+def not_rules_or_prometheus_own(expr: str) -> Set[str]:
+    """The series a query reads that are neither the project's recording rules nor Prometheus' own."""
+    return metric_names(expr) - recorded() - PROMETHEUS_OWN
+
+
+def test_every_wall_query_reads_recording_rules_or_prometheus_own_series_only() -> None:
+    """The wall shows what the alerts read, each host's freshest copy, with queries cheap enough for a page
+    refreshed every 30 s: no raw per-replica series, and every panel reads at least one series."""
+    assert not_rules_or_prometheus_own('sum(vdi_sessions{state="active"}) or host:vdi_agent_up:max') == {
+        "vdi_sessions"}, "the check sees a raw series next to a rule"
+    checked = 0
+    for p, t in targets(dashboards()["wall.json"]):
+        assert metric_names(t["expr"]), f"{p['title']} {t['refId']} reads no series"
+        assert not not_rules_or_prometheus_own(t["expr"]), f"{p['title']} {t['refId']}: {t['expr']}"
+        checked += 1
+    assert checked == sum(len(p.get("targets", ())) for p in dashboards()["wall.json"]["panels"]) >= 11
+
+
 def test_every_metric_used_is_in_the_contract() -> None:
     names, prefixes = contract()
     missing = {}

@@ -350,7 +350,8 @@ def test_every_query_of_every_panel_returns_data(env: Env) -> None:
 def test_the_check_fails_a_panel_whose_metric_was_renamed(env: Env) -> None:
     expr = panel_query("wall.json", "Sessions active")
     assert env.prom.query(substitute(expr, ALL)), "the real query has data"
-    renamed = expr.replace("vdi_sessions{", "vdi_session_count{")
+    renamed = expr.replace("vdi_sessions:sum{", "vdi_session_count:sum{")
+    assert renamed != expr
     assert env.prom.query(substitute(renamed, ALL)) == [], "a renamed metric must leave the panel empty"
 
 
