@@ -298,6 +298,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         started.append(feeder)
         feeder.wait_ticks(RUN_TICKS)
         prom.wait_until(lambda: len(prom.query('up{job="vdiwatch-collector"} == 1')) == 2, message="both scraped")
+        # the wall's week-ago line reads a recording rule `offset 7d` (here 5s): the rule's own history, which
+        # starts at its first evaluation, later than the scrapes on a busy machine
+        prom.wait_until(lambda: prom.query("count(site_delivery_group:vdi_sessions:sum offset 5s)"), timeout=15,
+                        message="5 s of recorded sessions")
 
         host = pick_host(prom)
         variables = {"wall.json": ALL, "capacity.json": ALL, "collector.json": ALL,
