@@ -11,8 +11,9 @@ Why a generator: the layout is computed row by row, so panels never overlap,
 and every per-host query goes through one helper, `per_host`, so the replica
 deduplication is the same everywhere. Queries use the metric contract
 (docs/metrics.md), Prometheus' own `up`, `ALERTS` and
-`scrape_duration_seconds`, and, where a panel must show exactly what an alert
-computes (capacity used), the recording rule the alert reads: those panels
+`scrape_duration_seconds`, and the project's recording rules: the wall reads
+nothing else, and where a panel must show exactly what an alert computes
+(capacity used, free slots) it reads the rule the alerts read. Those panels
 need the project's rules loaded in Prometheus.
 
 Replica deduplication. A host that failed over from one collector replica to
@@ -84,11 +85,6 @@ def rate(metric: str, m: Sequence[str], window: str, *labels: str, extra: Sequen
     return per_host(f"{fn}({sel(metric, *m, *extra)}[{window}])", *labels, counter=True)
 
 
-def reporting(m: Sequence[str], offset: str = "") -> str:
-    """Hosts whose agent reports now (vdi_agent_up 1; maintenance hosts included)."""
-    return f"({gauge('vdi_agent_up', m, offset=offset)} == 1)"
-
-
 def is_(label: str, value: str) -> str:
     """A matcher `label="value"` (f-string expressions may not hold backslashes before Python 3.12)."""
     return f'{label}="{value}"'
@@ -105,18 +101,6 @@ def host_sessions(m: Sequence[str], *labels: str, extra: Sequence[str] = (), off
     """Sessions per host (and per `labels` of state/protocol), summed over the other labels."""
     by = ", ".join(HOST_LABELS + labels)
     return f"sum by ({by}) ({gauge('vdi_sessions', m, 'state', 'protocol', extra=extra, offset=offset)})"
-
-
-def live_sessions(m: Sequence[str], *labels: str, extra: Sequence[str] = (), offset: str = "") -> str:
-    """Sessions on hosts that report now: a silent host's last numbers are history, not sessions."""
-    return f"({host_sessions(m, *labels, extra=extra, offset=offset)} and on (host) {reporting(m, offset)})"
-
-
-def cpu_busy(m: Sequence[str], window: str) -> str:
-    """Busy share of all CPUs per host (0-1): everything but idle and iowait."""
-    idle = rate("vdi_host_cpu_seconds_total", m, window, "mode", extra=['mode=~"idle|iowait"'])
-    total = rate("vdi_host_cpu_seconds_total", m, window, "mode")
-    return f"(1 - sum by (host, site, delivery_group) ({idle}) / sum by (host, site, delivery_group) ({total}))"
 
 
 def fresh(metric: str, m: Sequence[str], window: str, extra: Sequence[str] = (), fn: str = "rate") -> str:
@@ -360,21 +344,33 @@ WALL = ('site=~"$site"', 'delivery_group=~"$delivery_group"')
 
 STATE_COLORS = {"active": "green", "disconnected": "purple", "idle": "yellow"}
 
-FILESYSTEM_FREE = f"{sel('vdi_host_filesystem_avail_bytes', *WALL)} / {sel('vdi_host_filesystem_size_bytes', *WALL)}"
+# The wall reads recording rules and Prometheus' own series only (tests/grafana/test_dashboards.py checks it):
+# the numbers the alerts read, each host's freshest copy, and cheap queries for a page refreshed every 30 s.
+UP = sel("host:vdi_agent_up:max", *WALL)
+REPORTING = f"({UP} == 1)"  # hosts whose agent reports now, maintenance included
+
+
+def wall_sessions(*matchers: str, offset: str = "") -> str:
+    """Sessions per site, group and state on the hosts that report now (a silent host's last numbers are
+    history, not sessions): the recording rule site_delivery_group:vdi_sessions:sum."""
+    return sel("site_delivery_group:vdi_sessions:sum", *WALL, *matchers, offset=offset)
+
+
+def wall_rule(name: str, condition: str) -> str:
+    """A per-host recording rule's hosts that meet `condition` and report now."""
+    return f"{sel(name, *WALL)} {condition} and on (host) {REPORTING}"
+
 
 # The problem hosts of the wall table: (label, colour, condition per host). A host that is silent
 # shows only as silent (its readings are no longer served). Maintenance is planned work, not a problem.
 PROBLEMS: Tuple[Tuple[str, str, str], ...] = (
-    ("agent silent", "red", f"{gauge('vdi_agent_up', WALL)} == 0"),
+    ("agent silent", "red", f"{UP} == 0"),
     ("not accepting logons", "orange",
-     f"{gauge('vdi_host_accepting_sessions', WALL)} == 0 and on (host) {gauge('vdi_host_maintenance', WALL)} == 0"
-     f" and on (host) {reporting(WALL)}"),
-    ("CPU over 90 %", "orange", f"{cpu_busy(WALL, '5m')} > 0.9 and on (host) {reporting(WALL)}"),
-    ("memory under 10 %", "orange",
-     f"{per_host(sel('vdi_host_memory_available_bytes', *WALL) + ' / ' + sel('vdi_host_memory_total_bytes', *WALL))}"
-     f" < 0.1 and on (host) {reporting(WALL)}"),
-    ("disk under 5 %", "red",
-     f"{per_host(FILESYSTEM_FREE, 'mountpoint', 'fstype')} < 0.05 and on (host) {reporting(WALL)}"),
+     f"{sel('host:vdi_host_accepting_sessions:max', *WALL)} == 0 and on (host) "
+     f"{wall_rule('host:vdi_host_maintenance:max', '== 0')}"),
+    ("CPU over 90 %", "orange", wall_rule("host:vdi_host_cpu_utilization:ratio_rate5m", "> 0.9")),
+    ("memory under 10 %", "orange", wall_rule("host:vdi_host_memory_available:ratio", "< 0.1")),
+    ("disk under 5 %", "red", wall_rule("host:vdi_host_filesystem_avail:ratio", "< 0.05")),
 )
 
 
@@ -384,33 +380,37 @@ CAPACITY_RULE = 'delivery_group:vdi_capacity_used:ratio{delivery_group=~"$delive
 CAPACITY_STEPS = ((None, "transparent"), (0.85, "orange"), (0.95, "red"))  # VdiDeliveryGroupCapacityHigh, ...Critical
 
 
-def free_slots() -> str:
-    """Free session slots per delivery group as the capacity alerts count them: the slots of the ratio's
-    denominator (open hosts, plus the powered-off ones power management can start) times the share not used,
-    rounded to a whole slot; 0 for a group whose hosts report capacity but none is open. Read from the capacity
-    recording rules only; a rule of its own (see docs/dashboards.md) would make this one selector."""
-    m = ('delivery_group=~"$delivery_group"',)
-    slots = sel("delivery_group:vdi_host_max_sessions:sum", *m)
-    powered_off = sel("delivery_group:vdi_host_max_sessions_powered_off:sum", *m)
-    return (f"round(({slots} + ({powered_off} or 0 * {slots})) * (1 - {CAPACITY_RULE})) "
-            f"or 0 * {slots}")
+# Free session slots per delivery group (each open host's maximum minus its sessions, never below 0, plus the
+# slots of powered-off desktops power management can start; 0 when none is open): one recording rule, read by the
+# wall and the delivery-group dashboard, so the two cannot disagree.
+FREE_SLOTS_RULE = "delivery_group:vdi_session_slots_free:sum"
 
 
 # The alert list: what Prometheus has firing now, pages first, then tickets, then any other severity; the
 # Watchdog (always firing, severity none) and everything of severity none are left out.
 ALERT_ORDER = ('severity="page"', 'severity="ticket"', 'severity!~"page|ticket|none"')
 ALERT_SEVERITIES = (("page", "PAGE", "red"), ("ticket", "TICKET", "orange"), ("ok", "OK", "green"))
-ALERT_COLUMNS = ("severity", "alertname", "host", "delivery_group", "site")
+ALERT_COLUMNS = ("severity", "alertname", "where", "site")
+# The place an alert names, most precise last: each label_replace below overwrites `where` when its label is set,
+# so `where` is the host, else the collector's instance (a collector alert has no host), else the delivery group,
+# else the site.
+WHERE_LABELS = ("site", "delivery_group", "instance", "host")
+
+
+def where(expr: str) -> str:
+    """`expr` with a `where` label: the most precise place it names (WHERE_LABELS). "(.+)" does not match an
+    empty or missing label, which leaves the series as it was. Grafana leaves "$1" alone: it is no variable."""
+    for label in WHERE_LABELS:
+        expr = f'label_replace({expr}, "where", "$1", "{label}", "(.+)")'
+    return expr
 
 
 def firing_alerts(severity: str) -> str:
     """Seconds since each firing alert of `severity` went active (ALERTS_FOR_STATE holds when it went
-    pending), one row per alert name and place (the oldest instance), oldest first. A collector's alert has an
-    `instance` and no `host`: label_join puts it in the host column (the two are never both set). No
-    label_replace with "$1": Grafana would leave it alone, but the truth test's strict variable check would not."""
+    pending), one row per alert name and place (the oldest instance), oldest first."""
     since = (f'time() - (ALERTS_FOR_STATE{{{severity}, alertname!="Watchdog"}} '
              f'and ignoring (alertstate) ALERTS{{alertstate="firing"}})')
-    return f'sort_desc(max by ({", ".join(ALERT_COLUMNS)}) (label_join({since}, "host", "", "host", "instance")))'
+    return f'sort_desc(max by ({", ".join(ALERT_COLUMNS)}) ({where(since)}))'
 
 
 def alert_list() -> str:
@@ -463,19 +463,18 @@ def wall() -> Dict[str, Any]:
     for state in ("active", "disconnected", "idle"):
         stats.append(stat(
             f"Sessions {state}", f"Sessions in state {state} on the hosts that report now, all protocols.",
-            [target(f"sum({live_sessions(WALL, extra=[is_('state', state)])})", state, instant=True)],
+            [target(f"sum({wall_sessions(is_('state', state))})", state, instant=True)],
             big=True, steps=fixed("blue"), decimals=0))  # a count, not a status: neutral
     stats.append(stat(
         "Hosts up / total",
         "up: hosts whose agent reports (maintenance included). total: every host that should report, i.e. "
         "all known hosts except those that shut down cleanly (powered-down pool desktops).",
-        [target(f"sum({gauge('vdi_agent_up', WALL)})", "up", instant=True),
-         target(f"count({gauge('vdi_agent_up', WALL)})", "total", instant=True)],
+        [target(f"sum({UP})", "up", instant=True), target(f"count({UP})", "total", instant=True)],
         big=True, text_mode="value_and_name", steps=fixed("blue"), decimals=0))
     stats.append(stat(
         "Stale agents", "Hosts whose agent missed 3 of its intervals without saying goodbye. Red above 0; "
         "the table below names them.",
-        [target(f"count({gauge('vdi_agent_up', WALL)} == 0) or vector(0)", "stale", instant=True)],
+        [target(f"count({UP} == 0) or vector(0)", "stale", instant=True)],
         big=True, steps=thresholds((None, "green"), (1, "red")), decimals=0))
     stats.append(stat(
         "Paging alerts", "Alerts of severity page firing now in Prometheus, all of vdiwatch (not filtered by "
@@ -489,15 +488,15 @@ def wall() -> Dict[str, Any]:
         "Firing alerts",
         "The alerts firing in Prometheus now, as the rules see them: pages (red) first, then tickets (amber), "
         "then any other severity; within each, the one active longest first. Left out: pending alerts (their "
-        "for: has not passed), the always-firing Watchdog and everything of severity none. Host (for a collector "
-        "alert its instance), delivery group and site: those the alert names. Since: how long the alert has been "
-        "active, from when its condition began (ALERTS_FOR_STATE). One row per alert and place: two full disks "
-        "of one host are one row. All of vdiwatch, not filtered by site or group. Silences and inhibitions live "
-        "in Alertmanager, which Prometheus' ALERTS does not know: a silenced or inhibited alert is still listed "
-        "here, though nobody was paged for it. When nothing fires, one row says so.",
+        "for: has not passed), the always-firing Watchdog and everything of severity none. Where: the most precise "
+        "place the alert names: its host, else the collector instance, else its delivery group, else its site. "
+        "Site: the alert's site, to send someone there (empty for a collector alert). Since: how long the alert "
+        "has been active, from when its condition began (ALERTS_FOR_STATE). One row per alert and place: two "
+        "full disks of one host are one row. All of vdiwatch, not filtered by site or group. Silences and "
+        "inhibitions live in Alertmanager, which Prometheus' ALERTS does not know: a silenced or inhibited alert "
+        "is still listed here, though nobody was paged for it. When nothing fires, one row says so.",
         [target(alert_list(), table=True)], columns=[*ALERT_COLUMNS, "Value"],
-        rename={"severity": "Severity", "alertname": "Alert", "host": "Host", "delivery_group": "Delivery group",
-                "site": "Site", "Value": "Since"},
+        rename={"severity": "Severity", "alertname": "Alert", "where": "Where", "site": "Site", "Value": "Since"},
         big=True,
         overrides=[by_name("Severity", ("mappings", value_mappings(*ALERT_SEVERITIES)),
                            ("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
@@ -509,12 +508,14 @@ def wall() -> Dict[str, Any]:
         "Capacity used per delivery group",
         "Per delivery group: Used, the share of the open session slots in use, the recording rule "
         "delivery_group:vdi_capacity_used:ratio the capacity alerts read, with their colours: orange from 85 % "
-        "(ticket), red from 95 % (page), neutral below. Free: the session slots free now as those alerts count "
-        "them (the open hosts' vdi_host_max_sessions, plus the slots of powered-off desktops power management "
-        "can start, minus the sessions on them); a count, neutral, red at 0 (the next user gets no desktop). "
+        "(ticket), red from 95 % (page), neutral below. Free: the session slots free now, the recording rule "
+        "delivery_group:vdi_session_slots_free:sum (on each open host its vdi_host_max_sessions minus its "
+        "sessions, never below 0, plus the slots of powered-off desktops power management can start), as on the "
+        "delivery-group dashboard; a count, neutral, red at 0 (the next user gets no desktop). "
         "A group with hosts that report capacity but none open shows Free 0 and no Used. Click a group for its "
         "dashboard.",
-        [target(CAPACITY_RULE, table=True), target(free_slots(), table=True)],
+        [target(CAPACITY_RULE, table=True),
+         target(sel(FREE_SLOTS_RULE, 'delivery_group=~"$delivery_group"'), table=True)],
         columns=["delivery_group", "Value #A", "Value #B"],
         rename={"delivery_group": "Delivery group", "Value #A": "Used", "Value #B": "Free slots"},
         merge=True, sort="Delivery group", big=True,
@@ -538,8 +539,8 @@ def wall() -> Dict[str, Any]:
         "Sessions by state, today and a week ago",
         "Sessions on the hosts that report, by state; dashed: the same time on the same weekday a week ago "
         "(offset 7d), so a Monday is compared with a Monday, not a Sunday.",
-        [target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states])})", "{{state}}"),
-         target(f"sum by (state) ({live_sessions(WALL, 'state', extra=[states], offset='7d')})",
+        [target(f"sum by (state) ({wall_sessions(states)})", "{{state}}"),
+         target(f"sum by (state) ({wall_sessions(states, offset='7d')})",
                 "{{state}} last week")],
         width=4, decimals=0, overrides=overrides)
     problems = " or ".join(labelled(f"({cond})", "problem", name) for name, _, cond in PROBLEMS)
@@ -823,15 +824,15 @@ def group() -> Dict[str, Any]:
     """One delivery group as on-call sees it when an alert names it: everything from the recording rules."""
     g = Grid()
     open_hosts_now = f"count({rule('host:vdi_host_accepting_sessions:healthy')} == 1) or vector(0)"
-    free = (f"sum(clamp_min({rule('host:vdi_host_max_sessions:max')} - on (host, site, delivery_group) "
-            f"sum without (state) ({rule('host:vdi_sessions:sum')}), 0) * on (host, site, delivery_group) "
-            f"{rule('host:vdi_host_accepting_sessions:healthy')}) or vector(0)")
+    free = f"sum({rule(FREE_SLOTS_RULE, GROUP[1:])}) or vector(0)"  # a group spans sites: no site filter
     g.add(5,
           (4, stat("Open hosts", "Hosts of the group open for logons now: reporting, accepting, not in maintenance.",
                    [target(open_hosts_now, "open", instant=True)], big=True, decimals=0,
                    steps=thresholds((None, "red"), (1, "blue")))),
-          (4, stat("Free slots", "Session slots free on the open hosts: their vdi_host_max_sessions minus their "
-                   "sessions. Red at 0: the next user gets no desktop.",
+          (4, stat("Free slots", "Session slots free for the next users, the number the wall shows "
+                   "(delivery_group:vdi_session_slots_free:sum): on each open host its vdi_host_max_sessions minus "
+                   "its sessions, never below 0, plus the slots of powered-off desktops power management can start "
+                   "(vdiwatch-broker). All sites of the group. Red at 0: the next user gets no desktop.",
                    [target(free, "free", instant=True)], big=True, decimals=0,
                    steps=thresholds((None, "red"), (1, "blue")))),
           (4, stat("Capacity used", "delivery_group:vdi_capacity_used:ratio, as the capacity alerts read it. Orange "

@@ -163,14 +163,17 @@ def test_promtool_unit_tests_pass(path: Path, promtool_runs: Dict[Path, "Future[
 
 def test_only_the_broker_files_hold_broker_series() -> None:
     """The other rule tests hold no vdiwatch-broker series: passing unchanged, they are the proof that
-    without the broker every rule behaves as before; broker_alerts_test.yaml has both, and
-    maintenance_alerts_test.yaml has Studio's maintenance mode beside the agent's own flag."""
+    without the broker every rule behaves as before; broker_alerts_test.yaml has both,
+    maintenance_alerts_test.yaml has Studio's maintenance mode beside the agent's own flag, and
+    free_slots_test.yaml has groups with and without broker series in one case."""
     for path in RULE_TESTS:
         text = path.read_text()
         if path.name == "broker_alerts_test.yaml":
             assert "vdi_broker_machine_power_state{" in text and "without the broker" in text
         elif path.name == "maintenance_alerts_test.yaml":
             assert "vdi_broker_machine_maintenance{" in text and 'state="maintenance"' in text
+        elif path.name == "free_slots_test.yaml":
+            assert "vdi_broker_machine_power_state{" in text and "no broker" in text
         else:
             assert "vdi_broker_" not in text, path.name
 

@@ -412,13 +412,14 @@ def test_capacity_panels_read_the_rule_the_capacity_alerts_read() -> None:
     for name, title in (("wall.json", "Capacity used per delivery group"), ("capacity.json", "Capacity used")):
         (p,) = [p for p in dashboards()[name]["panels"] if p["title"] == title]
         assert p["targets"][0]["expr"] == 'delivery_group:vdi_capacity_used:ratio{delivery_group=~"$delivery_group"}'
-    # the wall's free slots: read from the capacity rules alone, so they count what those alerts count
+    # the free slots: one recording rule, read by the wall and the delivery-group dashboard alike
+    assert "delivery_group:vdi_session_slots_free:sum" in recorded()
     (wall,) = [p for p in dashboards()["wall.json"]["panels"] if p["title"] == "Capacity used per delivery group"]
     assert len(wall["targets"]) == 2
-    free = wall["targets"][1]["expr"]
-    assert metric_names(free) == {"delivery_group:vdi_host_max_sessions:sum",
-                                  "delivery_group:vdi_host_max_sessions_powered_off:sum",
-                                  "delivery_group:vdi_capacity_used:ratio"} and metric_names(free) <= recorded()
+    assert wall["targets"][1]["expr"] == 'delivery_group:vdi_session_slots_free:sum{delivery_group=~"$delivery_group"}'
+    (group,) = [p for p in dashboards()["group.json"]["panels"] if p["title"] == "Free slots"]
+    assert [t["expr"] for t in group["targets"]] == [
+        'sum(delivery_group:vdi_session_slots_free:sum{delivery_group="$delivery_group"}) or vector(0)']
 
 
 def test_wall_alert_list_mirrors_firing_alerts_pages_first() -> None:
@@ -432,6 +433,24 @@ def test_wall_alert_list_mirrors_firing_alerts_pages_first() -> None:
         'severity!~"page|ticket|none", alertname!="Watchdog"']
     assert t["expr"].count('and ignoring (alertstate) ALERTS{alertstate="firing"}') == 3, "firing only"
     assert p["gridPos"]["w"] >= 12 and p["gridPos"]["h"] >= 8, "as many rows as fit"
+
+
+def not_rules_or_prometheus_own(expr: str) -> Set[str]:
+    """The series a query reads that are neither the project's recording rules nor Prometheus' own."""
+    return metric_names(expr) - recorded() - PROMETHEUS_OWN
+
+
+def test_every_wall_query_reads_recording_rules_or_prometheus_own_series_only() -> None:
+    """The wall shows what the alerts read, each host's freshest copy, with queries cheap enough for a page
+    refreshed every 30 s: no raw per-replica series, and every panel reads at least one series."""
+    assert not_rules_or_prometheus_own('sum(vdi_sessions{state="active"}) or host:vdi_agent_up:max') == {
+        "vdi_sessions"}, "the check sees a raw series next to a rule"
+    checked = 0
+    for p, t in targets(dashboards()["wall.json"]):
+        assert metric_names(t["expr"]), f"{p['title']} {t['refId']} reads no series"
+        assert not not_rules_or_prometheus_own(t["expr"]), f"{p['title']} {t['refId']}: {t['expr']}"
+        checked += 1
+    assert checked == sum(len(p.get("targets", ())) for p in dashboards()["wall.json"]["panels"]) >= 11
 
 
 def test_every_metric_used_is_in_the_contract() -> None:
