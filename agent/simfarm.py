@@ -190,7 +190,7 @@ class SimHost:
                 s.last_input = now
         self._links(now, dt)
         connected = [s for s in self.sessions.values() if s.state != "disconnected"]
-        load = 0.04 + 0.035 * len(connected)
+        load = 0.04 + 0.035 * len(connected) * 8 / self.cpus  # a session's share of an 8-CPU host's time
         if "cpu_saturated" in self.faults:
             load = 1.0
         if "app_hog" in self.faults:
@@ -406,7 +406,7 @@ class Farm:
 
     @classmethod
     def build(cls, n_hosts: int, sites: int = 2, groups_per_site: int = 3, max_sessions: int = 20,
-              seed: int = 1, power_down_action: str = "shutdown") -> "Farm":
+              seed: int = 1, power_down_action: str = "shutdown", cpus: int = 8) -> "Farm":
         """n hosts spread over sites and delivery groups; every third group is a pooled VDI pool."""
         rng = random.Random(seed)
         groups = [(f"site-{s + 1}", f"group-{s + 1}-{g + 1}", (s * groups_per_site + g) % 3 == 2)
@@ -415,7 +415,7 @@ class Farm:
         for i in range(n_hosts):
             site, group, pooled = groups[i % len(groups)]
             hosts.append(SimHost(f"sim-{i + 1:04d}", site, group, 1 if pooled else max_sessions, pooled,
-                                 rng=random.Random(rng.random())))
+                                 cpus=cpus, rng=random.Random(rng.random())))
         return cls(hosts, power_down_action=power_down_action)
 
     def groups(self) -> Dict[Tuple[str, str], List[SimHost]]:
