@@ -58,7 +58,8 @@ FAULTS += ("slow_profile", "broken_gpo", "auth_failure", "network_blip")
 # Faults the VDA does not see, only the Delivery Controller and the users: studio_maintenance, the host in
 # maintenance mode in Citrix Studio (the controller sends it no new logon; the agent still reports it open);
 # logon_outage, nobody gets through to the host (StoreFront, the Gateway, the controllers or licensing down):
-# no new session starts, the running ones go on.
+# no new session starts, the running ones go on. Like a drained host, such a host keeps its sessions: nobody
+# logs off either while the fault lasts (Farm._balance).
 FAULTS += ("studio_maintenance", "logon_outage")
 POWER_DOWN_ACTIONS = ("shutdown", "suspend")
 BLIP_TICK = 15.0  # seconds: network_blip's drops and reconnects are drawn per 15 s, however long the step
