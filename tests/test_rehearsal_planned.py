@@ -11,7 +11,7 @@ running config/alertmanager.yml, its receivers turned into local webhooks
 pager webhook receives.
 
 The day (simulated time; real time is FACTOR times slower, 1 s = 4 min):
-- 18:40 the farm runs; warm-up: every host and the broker seen, every rule
+- 19:10 the farm runs; warm-up: every host and the broker seen, every rule
   evaluated (before 20:00, or the test fails).
 - 20:00 power management saves the pooled desktops at the hypervisor
   (`Farm.power_down_action = "suspend"`): Windows is not told, the agents fall
@@ -107,7 +107,7 @@ POLL = 0.25
 HOSTS, MAX_SESSIONS, CPUS, SEED = 30, 40, 16, 1  # a host sized for 40 sessions: 16 CPUs
 WEEK = 7 * 86400 / FACTOR  # `offset 7d`, compressed
 HOUR = 3600.0
-START = 18 + 40 / 60  # 18:40: 20 s of real time before the power-down, for the warm-up
+START = 19 + 10 / 60  # 19:10: 12.5 s of real time before the power-down, for the warm-up (about 6.5 s)
 NIGHT = (20 + 40 / 60, 24 + 4.0)  # 20:40 -> 04:00 the next morning
 PATCH_GROUP = "group-2-1"
 MAINTENANCE = (20 + 5 / 60, 24 + 7.25)  # Studio maintenance mode on PATCH_GROUP: 20:05 -> 07:15
