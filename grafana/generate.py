@@ -964,13 +964,14 @@ def capacity() -> Dict[str, Any]:
               [target(f"sum by (delivery_group) ({fresh('vdi_session_logons_total', CAP, '1h', fn='increase')})",
                       "{{delivery_group}}")], bars=True, decimals=0, interval="1h", legend_calcs=["max"])))
     slots = gauge("vdi_host_max_sessions", CAP)
-    headroom = (f"sum by (delivery_group) (clamp_min({slots} - on (host, site, delivery_group) "
-                f"{host_sessions(CAP)}, 0) * on (host, site, delivery_group) {open_hosts(CAP)})")
+    headroom = f'{FREE_SLOTS_RULE}{{delivery_group=~"$delivery_group"}}'
     g.add(9,
           (12, timeseries(
-              "Headroom: free session slots", "Per delivery group, vdi_host_max_sessions minus sessions, summed "
-              "over the hosts open for logons (reporting, accepting, not in maintenance). Hosts without a "
-              "configured maximum do not count. Red at 0.",
+              "Headroom: free session slots", "Per delivery group, all its sites, the free slots the wall and the "
+              "group dashboard show (delivery_group:vdi_session_slots_free:sum): on each host open for logons "
+              "(reporting, accepting, not in maintenance) vdi_host_max_sessions minus its sessions, never below "
+              "0, plus the slots of powered-off desktops power management can start (vdiwatch-broker). Hosts "
+              "without a configured maximum do not count. Red at 0.",
               [target(headroom, "{{delivery_group}}")], decimals=0, legend_calcs=["min", "lastNotNull"],
               steps=thresholds((None, "red"), (1, "transparent")), threshold_style="area")),
           (12, timeseries(
