@@ -32,6 +32,22 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_own(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
+def test_a_temporary_file_left_by_a_crash_is_replaced_not_added_to(tmp_path) -> None:
+    path = tmp_path / "state.json"
+    (tmp_path / "state.json.tmp").write_bytes(b"half a write before a crash")
+    replace_file(str(path), b"new")
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_the_file_gets_the_umask_permissions_as_any_other(tmp_path) -> None:
+    path = tmp_path / "state.json"
+    replace_file(str(path), b"x")
+    other = tmp_path / "other"
+    other.write_bytes(b"x")
+    assert path.stat().st_mode == other.stat().st_mode
+
+
 def test_a_relative_path_is_written_in_its_own_folder(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     replace_file("state.json", b"x")
