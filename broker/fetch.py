@@ -268,6 +268,8 @@ class BoundedAdapter(HTTPAdapter):
         finally:
             timer.cancel()
             self.poolmanager.clear()
+            for manager in self.proxy_manager.values():  # an HTTP(S)_PROXY's connections end with the poll too
+                manager.clear()
             with self._lock:
                 self.deadline, self.expired = None, False
                 self._conns = weakref.WeakSet()

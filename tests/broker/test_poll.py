@@ -173,3 +173,19 @@ def test_a_failed_token_request_is_an_auth_failure(fake: FakeOData) -> None:
     with pytest.raises(PollError, match="no usable access_token") as e:
         poller(fake, auth=auth).poll()
     assert e.value.reason == "auth" and "secret" not in str(e.value)
+
+
+def test_proxied_connections_end_with_the_poll_like_direct_ones() -> None:
+    """HTTP(S)_PROXY from the environment: the proxy's pool is emptied when the poll's window closes."""
+    import time as _time
+
+    from broker.fetch import BoundedAdapter
+
+    adapter = BoundedAdapter()
+    manager = adapter.proxy_manager_for("http://proxy.example:3128")
+    manager.connection_from_url("http://ddc.example/Citrix/Monitor/OData/v4/Data/Machines")
+    direct = adapter.poolmanager.connection_from_url("http://ddc.example/")
+    assert len(manager.pools) == 1 and len(adapter.poolmanager.pools) == 1 and direct is not None
+    with adapter.until(_time.monotonic() + 5):
+        pass
+    assert len(manager.pools) == 0 and len(adapter.poolmanager.pools) == 0
