@@ -390,21 +390,25 @@ class Pump(threading.Thread):
 
     After each tick it keeps a `snapshot` of the farm: the past the forecast of `plan()` starts from."""
 
-    def __init__(self, sim: Simulation):
-        super().__init__(daemon=True, name="rehearsal-pump")
+    def __init__(self, sim: Simulation, name: str = "rehearsal-pump"):
+        super().__init__(daemon=True, name=name)
         self.sim = sim
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.errors: List[str] = []
         self.history: List[Tuple[float, Dict[str, Snap]]] = []
 
+    def step(self) -> None:
+        """One report interval, under `lock`: the tick, then the snapshot."""
+        self.sim.tick()
+        self.history.append(snapshot(self.sim.farm))
+
     def run(self) -> None:
         next_at = time.monotonic()
         while not self.stopping.is_set():
             try:
                 with self.lock:
-                    self.sim.tick()
-                    self.history.append(snapshot(self.sim.farm))
+                    self.step()
             except Exception as e:  # reported by the test, never swallowed
                 self.errors.append(repr(e))
             next_at = max(next_at + self.sim.interval, time.monotonic())

@@ -77,7 +77,6 @@ from __future__ import annotations
 import bisect
 import json
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -95,7 +94,7 @@ from tests.broker.fakeodata import FakeOData
 from tests.conftest import ARTIFACTS, ROOT, CollectorProcess, free_port, require_tool, terminate, wait_for
 from tests.prometheus_harness import RULE_FILES, PrometheusServer, value
 from tests.rules_compress import format_duration, parse_duration, write_compressed
-from tests.test_rehearsal import AlertLog, alert_timing, parse_time
+from tests.test_rehearsal import AlertLog, Pump, alert_timing, parse_time
 
 FACTOR = 240
 SCRAPE = 0.5
@@ -260,46 +259,28 @@ def test_the_week_before_is_an_ordinary_morning() -> None:
 # The day.
 # ---------------------------------------------------------------------------
 
-class Pump(threading.Thread):
-    """Ticks the simulation every AGENT_INTERVAL s; before a tick, the scheduled actions that are due
-    (simulated time, what, action) run under `lock`, and what ran is kept in `done` with its real time."""
+class DayPump(Pump):
+    """The rehearsal's pump (a tick every AGENT_INTERVAL s, under `lock`); before a tick, the scheduled
+    actions that are due (simulated time, what, action) run, and what ran is kept in `done` with its real
+    time; after it, `after_tick()` gives the controller's page, served from `machines` without the lock
+    (a slow tick must not stall the broker's poll)."""
 
     def __init__(self, sim: Simulation, schedule: List[Tuple[float, str, Callable[[], None]]],
                  after_tick: Callable[[], Dict[str, object]]):
-        super().__init__(daemon=True, name="planned-pump")
-        self.sim = sim
-        self.after_tick = after_tick
-        self.machines: Optional[Dict[str, object]] = None  # the controller's page, as of the last tick
+        super().__init__(sim, name="planned-pump")
         self.schedule = sorted(schedule, key=lambda s: s[0])
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.errors: List[str] = []
+        self.after_tick = after_tick
+        self.machines: Optional[Dict[str, object]] = None
         self.done: Dict[str, float] = {}
 
-    def run(self) -> None:
-        next_at = time.monotonic()
-        while not self.stopping.is_set():
-            try:
-                with self.lock:
-                    now = self.sim.sim_now()
-                    while self.schedule and self.schedule[0][0] <= now:
-                        _, what, action = self.schedule.pop(0)
-                        action()
-                        self.done[what] = time.time()
-                    self.sim.tick()
-                    # the controller's page as of this tick, served without the lock: a slow tick must
-                    # not stall the broker's poll
-                    self.machines = self.after_tick()
-            except Exception as e:  # reported by the test, never swallowed
-                self.errors.append(repr(e))
-            next_at = max(next_at + self.sim.interval, time.monotonic())
-            self.stopping.wait(max(0.0, next_at - time.monotonic()))
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.is_alive():
-            self.join(10)
-        self.sim.pool.shutdown(wait=True)
+    def step(self) -> None:
+        now = self.sim.sim_now()
+        while self.schedule and self.schedule[0][0] <= now:
+            _, what, action = self.schedule.pop(0)
+            action()
+            self.done[what] = time.time()
+        self.sim.tick()
+        self.machines = self.after_tick()
 
 
 def plan(farm: Farm, day: float) -> List[Tuple[float, str, Callable[[], None]]]:
@@ -326,7 +307,7 @@ def plan(farm: Farm, day: float) -> List[Tuple[float, str, Callable[[], None]]]:
 class Day:
     farm: Farm
     sim: Simulation
-    pump: Pump
+    pump: DayPump
     prom: PrometheusServer
     alertmanager: AlertmanagerServer
     hook: Webhook
@@ -351,7 +332,7 @@ def planned_day(tmp_path: Path) -> Iterator[Day]:
         collector = CollectorProcess(tmp_path, config="[collector]\nmin_report_interval = 0\n").start()
         sim = Simulation(farm, [collector.url], interval=AGENT_INTERVAL, speed=FACTOR,
                          start=day + START * HOUR, skip=skip)
-        pump = Pump(sim, plan(farm, day), after_tick=lambda: machines_page(farm))
+        pump = DayPump(sim, plan(farm, day), after_tick=lambda: machines_page(farm))
 
         def serve(handler: BaseHTTPRequestHandler) -> None:
             controller.send_json(handler, pump.machines or machines_page(Farm([])))
