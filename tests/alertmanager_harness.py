@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-from tests.conftest import ROOT, free_port, require_tool, terminate, wait_for
+from tests.conftest import ROOT, LoggedProcess, free_port, require_tool
 from tests.rules_compress import compress_duration
 
 ALERTMANAGER_CONFIG = ROOT / "config" / "alertmanager.yml"
@@ -92,7 +92,7 @@ class Webhook:
             return [p for _, r, p in self.received if receiver is None or r == receiver]
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(LoggedProcess):
     """An Alertmanager process on a free loopback port, without clustering, with `config`: a dict, written
     out, or the path of a config file used as it is."""
 
@@ -117,24 +117,7 @@ class AlertmanagerServer:
         assert result.returncode == 0, result.stdout + result.stderr
 
     def start(self, timeout: float = 30.0) -> "AlertmanagerServer":
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [self.binary, f"--config.file={self.config_path}", f"--storage.path={self.dir / 'data'}",
-             f"--web.listen-address={self.address}", "--cluster.listen-address=", "--log.level=info"],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
-        try:
-            wait_for(f"http://{self.address}/-/ready", self.proc, timeout=timeout)
-        except Exception as e:
-            self.stop()
-            raise RuntimeError(f"alertmanager did not become ready: {e}\n{self.log()[-4000:]}") from None
+        self.launch([self.binary, f"--config.file={self.config_path}", f"--storage.path={self.dir / 'data'}",
+                     f"--web.listen-address={self.address}", "--cluster.listen-address=", "--log.level=info"],
+                    f"http://{self.address}/-/ready", "alertmanager", timeout, cwd=self.dir)
         return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        terminate(self.proc, timeout)
-        self._log.close()
-        self.proc = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

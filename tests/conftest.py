@@ -100,6 +100,34 @@ def terminate(proc: subprocess.Popen, timeout: float = 10.0, sig: Optional[int] 
     return proc.returncode
 
 
+class LoggedProcess:
+    """A program whose output goes to `log_path`, started by `launch` and waited for on a URL; `stop()`
+    ends it whatever happened. Subclasses set `log_path` and `proc = None` and build the command line."""
+
+    log_path: Path
+    proc: Optional[subprocess.Popen]
+
+    def launch(self, args: List[str], ready_url: str, what: str, timeout: float = 15.0,
+               cwd: Optional[Path] = None) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd or ROOT)
+        try:
+            wait_for(ready_url, self.proc, timeout=timeout)
+        except Exception as e:
+            self.stop()
+            raise RuntimeError(f"{what} did not become ready: {e}\n{self.log()[-4000:]}") from None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        terminate(self.proc, timeout)
+        self._log.close()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
 class CollectorProcess:
     """A real `vdiwatch-collector` on a free loopback port."""
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import requests
 
-from tests.conftest import ROOT, free_port, require_tool, terminate, wait_for
+from tests.conftest import ROOT, LoggedProcess, free_port, require_tool
 
 RULE_FILES = (
     ROOT / "config" / "prometheus" / "rules" / "vdiwatch-recording.yml",
@@ -44,7 +44,7 @@ def value(sample: Dict[str, Any]) -> float:
     return float(sample["value"][1])
 
 
-class PrometheusServer:
+class PrometheusServer(LoggedProcess):
     """A Prometheus process scraping `targets` ("host:port") as job vdiwatch-collector.
 
     `rule_files` defaults to the project's recording and alerting rules;
@@ -80,33 +80,16 @@ class PrometheusServer:
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 30.0) -> "PrometheusServer":
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.data}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=info", *self.args],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
-        try:
-            wait_for(f"{self.url}/-/ready", self.proc, timeout=timeout)
-        except Exception as e:
-            self.stop()
-            raise RuntimeError(f"prometheus did not become ready: {e}\n{self.log()[-4000:]}") from None
+        self.launch([self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.data}",
+                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=info", *self.args],
+                    f"{self.url}/-/ready", "prometheus", timeout, cwd=self.dir)
         return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        terminate(self.proc, timeout)
-        self._log.close()
-        self.proc = None
 
     def __enter__(self) -> "PrometheusServer":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def _get(self, path: str, **params: str) -> Any:
         r = requests.get(f"{self.url}{path}", params=params, timeout=10)
