@@ -173,19 +173,74 @@ def _request_error(e: Exception, deadline: Optional[float] = None, what: str = "
     return PollError("connect", f"cannot reach the controller ({type(e).__name__})")
 
 
+def resolve(host: str, port: int, seconds: float,
+            lookup: Optional[Callable[..., Any]] = None) -> List[str]:
+    """The addresses of `host`, in the resolver's order, or PollError("connect") when the resolver
+    does not answer within `seconds`: a name lookup has no socket for the watchdog to shut, so it
+    runs on a thread of its own that is left to finish (the resolver's own timeouts end it)."""
+    done: Dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            done["infos"] = (lookup or socket.getaddrinfo)(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            done["error"] = e
+
+    worker = threading.Thread(target=ask, daemon=True, name="broker-name-lookup")
+    worker.start()
+    worker.join(max(0.0, seconds))
+    if worker.is_alive():
+        raise PollError("connect", f"the name lookup of {shown(host)} did not answer within the poll's deadline")
+    if "error" in done:
+        raise PollError("connect", f"the name lookup of {shown(host)} failed ({type(done['error']).__name__})")
+    addresses: List[str] = []
+    for info in done["infos"]:
+        address = str(info[4][0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def _is_address(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 class _Watched:
-    """A urllib3 connection the adapter's watchdog can shut down, even mid-handshake."""
+    """A urllib3 connection the adapter's watchdog can shut down, even mid-handshake; its name lookup
+    is bounded by the poll's deadline too."""
 
     adapter: "BoundedAdapter"
     _dup: Optional[socket.socket] = None
     response_class = _CappedResponse
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()  # type: ignore[misc]
+        deadline, name = self.adapter.deadline, self._dns_host  # type: ignore[attr-defined]
+        if deadline is None or _is_address(name):
+            sock = super()._new_conn()  # type: ignore[misc]
+        else:
+            sock = self._connect_any(name, resolve(name, self.port, deadline - time.monotonic()))  # type: ignore[attr-defined]
         # The TLS wrap detaches `sock`: a duplicate lets the watchdog shut it during the handshake.
         self._dup = sock.dup()
         self.adapter._watch(self)
         return sock
+
+    def _connect_any(self, name: str, addresses: List[str]) -> socket.socket:
+        """urllib3's own connect to each address in turn (the resolver's order), as it does to a name."""
+        last: Optional[Exception] = None
+        try:
+            for address in addresses:
+                self._dns_host = address
+                try:
+                    return super()._new_conn()  # type: ignore[misc]
+                except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as e:
+                    last = e
+        finally:
+            self._dns_host = name
+        raise last if last is not None else PollError("connect", f"{shown(name)} has no address")
 
     def connect(self) -> None:
         try:

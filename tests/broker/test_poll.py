@@ -189,3 +189,57 @@ def test_proxied_connections_end_with_the_poll_like_direct_ones() -> None:
     with adapter.until(_time.monotonic() + 5):
         pass
     assert len(manager.pools) == 0 and len(adapter.poolmanager.pools) == 0
+
+
+def by_name(fake: FakeOData) -> str:
+    """The fake's URL with a name instead of an address, so that the poll looks the name up."""
+    return fake.url.replace("127.0.0.1", "ddc.corp.example")
+
+
+def test_a_name_is_looked_up_within_the_poll_and_each_address_tried_in_turn(fake: FakeOData, monkeypatch) -> None:
+    import socket
+
+    real = socket.getaddrinfo
+    asked = []
+
+    def lookup(host, port, *args, **kwargs):
+        if host != "ddc.corp.example":
+            return real(host, port, *args, **kwargs)  # the addresses urllib3 then connects to
+        asked.append(host)
+        # an address nothing listens on first, then the controller's, as a resolver with two records answers
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+                *real("127.0.0.1", port, type=socket.SOCK_STREAM)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    fake.behaviour = lambda handler: fake.send_json(handler, fixture_page(1))  # one page: its links name 127.0.0.1
+    result = poller(fake, url=by_name(fake)).poll()
+    assert sorted(result.machines) == ["vda-01", "vda-02", "vda-03", "vda-04"]
+    assert asked == ["ddc.corp.example"]
+    assert fake.requests[0]["headers"]["Host"].startswith("ddc.corp.example")
+
+
+def test_a_hanging_name_lookup_ends_at_the_poll_deadline_and_says_so(fake: FakeOData, monkeypatch) -> None:
+    import socket
+
+    def hanging(*args, **kwargs):
+        time.sleep(6)
+        raise socket.gaierror("no answer")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    started = time.monotonic()
+    with pytest.raises(PollError) as e:
+        poller(fake, url=by_name(fake), timeout=1.0, poll_timeout=1.0).poll()
+    assert time.monotonic() - started < 2.0
+    assert e.value.reason == "connect" and "name lookup of 'ddc.corp.example'" in str(e.value)
+
+
+def test_a_failed_name_lookup_is_a_connect_failure_naming_the_name(fake: FakeOData, monkeypatch) -> None:
+    import socket
+
+    def unknown(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    with pytest.raises(PollError) as e:
+        poller(fake, url=by_name(fake)).poll()
+    assert e.value.reason == "connect" and "ddc.corp.example" in str(e.value) and "gaierror" in str(e.value)
