@@ -28,7 +28,7 @@ from agent.config import (
     resolve_host,
 )
 from agent.wiring import build_agent
-from contract.configfile import ConfigError, shown
+from contract.configfile import ConfigError, config_error_message, shown
 from contract.report import report_to_doc
 
 log = logging.getLogger("agent")
@@ -107,11 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         config = dataclasses.replace(config, agent=dataclasses.replace(
             a, proc_root=proc_root, dev_root=dev_root, run_root=run_root))
         host = resolve_host(config.agent.host)
-    except ConfigError as e:
-        print(e.render(), file=sys.stderr)
-        return EXIT_CONFIG
-    except ValueError as e:
-        print(f"configuration error: {e}", file=sys.stderr)
+    except (ConfigError, ValueError) as e:
+        print(config_error_message(e), file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
         a = config.agent

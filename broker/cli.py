@@ -20,7 +20,7 @@ from broker.exposition import BrokerCollector
 from broker.fetch import Poller, PollError, bounded_session
 from broker.odata import Options
 from broker.state import BrokerState
-from contract.configfile import ConfigError
+from contract.configfile import ConfigError, config_error_message
 
 log = logging.getLogger("broker")
 
@@ -107,11 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         config = load_broker_config(args.config)
         listen = parse_listen(args.listen or config.broker.listen)
         reader, state = build(config)
-    except ConfigError as e:
-        print(e.render(), file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"configuration error: {e}", file=sys.stderr)
+    except (ConfigError, ValueError) as e:
+        print(config_error_message(e), file=sys.stderr)
         return 2
     if args.check_config:
         print(f"{args.config}: OK")

@@ -23,7 +23,7 @@ from collector.ingest import EdgeLimits
 from collector.selfmetrics import SelfMetrics
 from collector.server import Api
 from collector.store import HostStore
-from contract.configfile import ConfigError
+from contract.configfile import ConfigError, config_error_message
 
 log = logging.getLogger("collector")
 
@@ -88,11 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         config = load_collector_config(args.config)
         listen = parse_listen(args.listen or config.collector.listen)
-    except ConfigError as e:
-        print(e.render(), file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"configuration error: {e}", file=sys.stderr)
+    except (ConfigError, ValueError) as e:
+        print(config_error_message(e), file=sys.stderr)
         return 2
     refusal = insecure_listen_refusal(config, listen[0])
     if refusal:

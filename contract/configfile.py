@@ -50,6 +50,12 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
+def config_error_message(e: Exception) -> str:
+    """What a command prints when its configuration cannot be used: a ConfigError names every bad key;
+    any other ValueError (a listen address, a host name) is said in one line."""
+    return e.render() if isinstance(e, ConfigError) else f"configuration error: {e}"
+
+
 def secret(default: str = "", **kwargs: Any) -> Any:
     """A string field that may also be given as `<key>_file` or `<key>_env`; never shown in errors."""
     return dataclasses.field(default=default, metadata={"secret": True}, **kwargs)
