@@ -3,7 +3,7 @@ desktops (no goodbye), maintenance mode set in Citrix Studio, and a logon outage
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import pytest
 
@@ -100,16 +100,23 @@ class Recorder(Simulation):
         return PushResult(ACCEPTED, 1, 200)
 
 
-def test_a_suspended_desktop_says_no_goodbye_and_keeps_its_agent_start() -> None:
+def saved_desktop() -> Tuple[List[float], Farm, Recorder, SimHost, float]:
+    """Three hosts, one a pooled desktop: a tick at 19:54, then one at 20:06 that saved the desktop.
+    (the clock to move, the farm, the simulation, the desktop, its agent's start time)."""
     now = [0.0]
     farm = Farm.build(3, groups_per_site=1, sites=3, seed=3, power_down_action="suspend")
     sim = Recorder(farm, lambda: now[0])
     desktop = next(h for h in farm.hosts if h.pooled)
     sim.tick()
     started = sim.started[desktop.name]
-    now[0] = 0.2 * HOUR  # 20:06: suspended
+    now[0] = 0.2 * HOUR  # 20:06: saved
     sim.pushed.clear()
     sim.tick()
+    return now, farm, sim, desktop, started
+
+
+def test_a_suspended_desktop_says_no_goodbye_and_keeps_its_agent_start() -> None:
+    now, farm, sim, desktop, started = saved_desktop()
     assert desktop.name not in {r.host for r in sim.pushed}, "silent: no goodbye from a saved VM"
     sim.skip = (MIDNIGHT + 20.5 * HOUR, MIDNIGHT + 30.5 * HOUR)
     now[0] = 0.7 * HOUR  # past 20:30: 06:30 the next morning
@@ -152,14 +159,7 @@ def test_the_skipped_night_is_lived_through_not_jumped() -> None:
 
 
 def test_a_saved_desktop_powered_off_boots_with_a_new_agent() -> None:
-    now = [0.0]
-    farm = Farm.build(3, groups_per_site=1, sites=3, seed=3, power_down_action="suspend")
-    sim = Recorder(farm, lambda: now[0])
-    desktop = next(h for h in farm.hosts if h.pooled)
-    sim.tick()
-    started = sim.started[desktop.name]
-    now[0] = 0.2 * HOUR  # 20:06: saved
-    sim.tick()
+    now, farm, sim, desktop, started = saved_desktop()
     desktop.power(False, farm.last)  # then turned off at the hypervisor
     now[0] = 0.3 * HOUR
     sim.tick()
