@@ -63,7 +63,7 @@ import pytest
 from agent.simfarm import Farm, SimHost
 from contract.report import LOGON_DURATION_BUCKETS
 from tests.conftest import ROOT, CollectorProcess
-from tests.farmfeed import TickingFeeder
+from tests.farmfeed import FarmFeeder
 from tests.prometheus_harness import PrometheusServer, value
 
 COOKBOOK = ROOT / "docs" / "cookbook.md"
@@ -159,13 +159,12 @@ def report_for(h: SimHost, sim_now: float, started: float, version: str, goodbye
             "collectors": collectors, "readings": readings}
 
 
-class Feeder(TickingFeeder):
+class Feeder(FarmFeeder):
     """Posts every reporting host's report once a second, stepping simulated time until frozen."""
 
     def __init__(self, farm: Farm, replicas: Dict[str, CollectorProcess]):
-        super().__init__("cookbook-feeder", replicas)
-        self.farm, self.replicas = farm, replicas
-        self.sim_now = SIM_START
+        super().__init__("cookbook-feeder", replicas, farm, SIM_START, SIM_STEP, DEAD, GOODBYE)
+        self.replicas = replicas
         self.posts: Dict[str, List[Post]] = {h.name: [] for h in farm.hosts}
         self.lock = threading.Lock()  # held through a tick: `snapshot` sees whole ticks
 
@@ -181,30 +180,17 @@ class Feeder(TickingFeeder):
 
     def tick(self) -> None:
         with self.lock:
-            self._tick()
+            super().tick()
 
-    def _tick(self) -> None:
-        frozen = self.freeze.is_set()
-        if not frozen:
-            self.farm.step(self.sim_now)
-        if self.ticks == 3:
-            self.farm.fault(DEAD, "agent_dies", self.sim_now)
-        for h in self.farm.hosts:
-            if not h.reporting() or (h.name == GOODBYE and self.ticks > 4):
-                continue
-            replica = self.replica(h)
-            doc = report_for(h, self.sim_now, self.started, self.version(h),
-                             goodbye=(h.name == GOODBYE and self.ticks == 4))
-            at = time.time()
-            r = self.sessions[replica].post(f"{self.replicas[replica].url}/api/v1/reports", data=json.dumps(doc),
-                                            headers={"Content-Type": "application/json"}, timeout=5)
-            if r.status_code != 200:
-                self.errors.append(f"{h.name}: {r.status_code} {r.text[:300]}")
-            self.posts[h.name].append(Post(self.ticks, at, replica, doc))
-        if frozen:
-            self.frozen.set()
-        else:
-            self.sim_now += SIM_STEP
+    def post_host(self, h: SimHost, goodbye: bool) -> None:
+        replica = self.replica(h)
+        doc = report_for(h, self.sim_now, self.started, self.version(h), goodbye=goodbye)
+        at = time.time()
+        r = self.sessions[replica].post(f"{self.replicas[replica].url}/api/v1/reports", data=json.dumps(doc),
+                                        headers={"Content-Type": "application/json"}, timeout=5)
+        if r.status_code != 200:
+            self.errors.append(f"{h.name}: {r.status_code} {r.text[:300]}")
+        self.posts[h.name].append(Post(self.ticks, at, replica, doc))
 
     def snapshot(self) -> Dict[str, List[Post]]:
         with self.lock:

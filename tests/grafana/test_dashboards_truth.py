@@ -57,7 +57,7 @@ from agent.simfarm import Farm, SimHost
 from contract.report import reading_to_doc
 from tests.agent.logons.test_matching import events
 from tests.conftest import CollectorProcess
-from tests.farmfeed import TickingFeeder
+from tests.farmfeed import FarmFeeder
 from tests.grafana.test_dashboards import dashboards, label_values_selector, variable_query
 from tests.prometheus_harness import PrometheusServer, value
 
@@ -146,13 +146,13 @@ def report_for(h: SimHost, sim_now: float, started: float, goodbye: bool = False
             "readings": readings}
 
 
-class Feeder(TickingFeeder):
-    """Posts every reporting host's report once a second, stepping simulated time until frozen."""
+class Feeder(FarmFeeder):
+    """Posts every reporting host's report once a second, stepping simulated time until frozen; each tick
+    also the fixture VDA's logons and one broken report."""
 
     def __init__(self, farm: Farm, a: CollectorProcess, b: CollectorProcess):
-        super().__init__("farm-feeder", (a.url, b.url))
-        self.farm, self.a, self.b = farm, a, b
-        self.sim_now = SIM_START
+        super().__init__("farm-feeder", (a.url, b.url), farm, SIM_START, SIM_STEP, DEAD, GOODBYE)
+        self.a, self.b = a, b
         self.rejected_reasons: Set[str] = set()
 
     def replica(self, h: SimHost) -> CollectorProcess:
@@ -164,19 +164,12 @@ class Feeder(TickingFeeder):
         return self.sessions[collector.url].post(f"{collector.url}/api/v1/reports", data=json.dumps(doc),
                                                  headers={"Content-Type": "application/json"}, timeout=5)
 
-    def tick(self) -> None:
-        frozen = self.freeze.is_set()
-        if not frozen:
-            self.farm.step(self.sim_now)
-        if self.ticks == 3:
-            self.farm.fault(DEAD, "agent_dies", self.sim_now)
-        for h in self.farm.hosts:
-            if not h.reporting() or (h.name == GOODBYE and self.ticks > 4):
-                continue
-            r = self.post(self.replica(h), report_for(h, self.sim_now, self.started, goodbye=(
-                h.name == GOODBYE and self.ticks == 4)))
-            if r.status_code != 200:
-                self.errors.append(f"{h.name}: {r.status_code} {r.text[:300]}")
+    def post_host(self, h: SimHost, goodbye: bool) -> None:
+        r = self.post(self.replica(h), report_for(h, self.sim_now, self.started, goodbye=goodbye))
+        if r.status_code != 200:
+            self.errors.append(f"{h.name}: {r.status_code} {r.text[:300]}")
+
+    def after_hosts(self) -> None:
         vda = self.farm.by_name(DEAD)
         logons = fixture_logons() if self.ticks >= FIXTURE_LOGONS_FROM else LogonTotals()
         r = self.post(self.a, {
@@ -194,10 +187,6 @@ class Feeder(TickingFeeder):
             self.rejected_reasons.add(bad.json()["reason"])
         else:
             self.errors.append(f"a broken report got {bad.status_code}")
-        if frozen:
-            self.frozen.set()
-        else:
-            self.sim_now += SIM_STEP
 
 
 # ---------------------------------------------------------------------------
