@@ -573,6 +573,12 @@ RATE = "$__rate_interval"
 HOST_STATE_CODES = (("up", 1, "green"), ("maintenance", 2, "blue"), ("stale", 3, "red"), ("stopped", 4, "text"))
 
 
+def sessions_by_state(description: str, query: str) -> Dict[str, Any]:
+    """The stacked "Sessions by state" chart of the host and the group dashboards, states in their colours."""
+    return timeseries("Sessions by state", description, [target(query, "{{state}}")], stack=True, fill=40,
+                      decimals=0, overrides=[by_name(s, ("color", color(c))) for s, c in STATE_COLORS.items()])
+
+
 def host() -> Dict[str, Any]:
     g = Grid()
     g.section("Host and agent")
@@ -692,11 +698,8 @@ def host() -> Dict[str, Any]:
 
     g.section("Sessions")
     g.add(8,
-          (8, timeseries(
-              "Sessions by state", "Sessions by state, all protocols.",
-              [target(f"sum by (state) ({host_sessions(HOST, 'state')})", "{{state}}")],
-              stack=True, fill=40, decimals=0,
-              overrides=[by_name(s, ("color", color(c))) for s, c in STATE_COLORS.items()])),
+          (8, sessions_by_state("Sessions by state, all protocols.",
+                                f"sum by (state) ({host_sessions(HOST, 'state')})")),
           (8, timeseries(
               "Sessions by protocol", "Sessions by protocol (ica, rdp, console, ssh, other), all states.",
               [target(f"sum by (protocol) ({host_sessions(HOST, 'protocol')})", "{{protocol}}")],
@@ -917,11 +920,8 @@ def group() -> Dict[str, Any]:
                       "* 60", "{{reason}}")], stack=True, fill=40, decimals=1)))
     g.section("Sessions and applications")
     g.add(8,
-          (12, timeseries(
-              "Sessions by state", "Sessions of the group by state (the hosts that report).",
-              [target(f"sum by (state) ({rule('site_delivery_group:vdi_sessions:sum')})", "{{state}}")],
-              stack=True, fill=40, decimals=0,
-              overrides=[by_name(s, ("color", color(c))) for s, c in STATE_COLORS.items()])),
+          (12, sessions_by_state("Sessions of the group by state (the hosts that report).",
+                                 f"sum by (state) ({rule('site_delivery_group:vdi_sessions:sum')})")),
           (12, bargauge(
               "Top applications by CPU", "CPU cores used by each application in the group's user sessions over "
               "5 minutes (the agents' allowlist and top applications; the rest as other).",
