@@ -77,6 +77,7 @@ from __future__ import annotations
 import bisect
 import json
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -91,7 +92,7 @@ from agent.simfarm import Farm, SimHost
 from broker.odata import DEFAULT_POWER_CODES, DEFAULT_REGISTERED_CODES, KNOWN_REGISTRATION_CODES
 from tests.alertmanager_harness import ALERTMANAGER_CONFIG, AlertmanagerServer, Webhook, rehearsal_config
 from tests.broker.fakeodata import FakeOData
-from tests.conftest import ARTIFACTS, ROOT, CollectorProcess, free_port, require_tool, terminate, wait_for
+from tests.conftest import ARTIFACTS, CollectorProcess, LoggedProcess, free_port, require_tool
 from tests.prometheus_harness import RULE_FILES, PrometheusServer, value
 from tests.rules_compress import format_duration, parse_duration, write_compressed
 from tests.test_rehearsal import AlertLog, Pump, alert_timing, parse_time
@@ -156,7 +157,7 @@ def test_the_simulated_controller_speaks_the_readers_language() -> None:
     assert got["sim-0002"] == ("group-1-2", False, "on", True)
 
 
-class BrokerProcess:
+class BrokerProcess(LoggedProcess):
     """A real `vdiwatch-broker` polling `url` every second."""
 
     def __init__(self, tmp: Path, url: str):
@@ -167,21 +168,12 @@ class BrokerProcess:
                                f'[odata]\nurl = "{url}"\ntimeout = 1.0\npoll_timeout = 1.0\n'
                                f'[auth]\nmethod = "none"\n', encoding="utf-8")
         self.log_path = tmp / "broker.log"
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc = None
 
     def start(self) -> "BrokerProcess":
-        import sys
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "broker", "--config", str(self.config)], cwd=ROOT,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(f"http://{self.address}/metrics", self.proc)
+        self.launch([sys.executable, "-m", "broker", "--config", str(self.config)],
+                    f"http://{self.address}/metrics", "vdiwatch-broker")
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc, 10)
-            self._log.close()
-            self.proc = None
 
 
 # ---------------------------------------------------------------------------
